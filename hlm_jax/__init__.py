@@ -1,0 +1,35 @@
+"""hlm_jax: hierarchical and linear mixed-effects models in lme4's formula syntax, fitted with JAX.
+
+    import hlm_jax as hj
+    m = hj.lmer("Reaction ~ Days + (Days | Subject)", hj.datasets.load("sleepstudy"))
+    print(m.summary())
+
+Computations run in float64 inside a `jax.enable_x64` context: the user's global
+JAX setting is not changed. JAX's persistent compilation cache is switched on
+(under ~/.cache/hlm_jax) unless the user configured one or set HLM_JAX_NO_CACHE=1.
+"""
+from __future__ import annotations
+
+import os
+
+import jax
+
+from . import datasets
+from .design import DesignError, NotYetSupportedError
+from .formula import FormulaError
+from .results import ConvergenceWarning, LmerModel, SingularFitWarning, lmer
+
+
+def _enable_compilation_cache() -> None:
+    """Persist compiled programs across processes so a fresh notebook skips most compile time."""
+    if os.environ.get("HLM_JAX_NO_CACHE") or jax.config.jax_compilation_cache_dir:
+        return
+    path = os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "hlm_jax", "jax")
+    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+
+
+_enable_compilation_cache()
+
+__all__ = ["lmer", "LmerModel", "datasets", "FormulaError", "DesignError", "NotYetSupportedError",
+           "ConvergenceWarning", "SingularFitWarning"]

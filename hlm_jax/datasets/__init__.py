@@ -1,0 +1,42 @@
+"""Datasets shipped with hlm_jax (from lme4, mlmRev and the seed lecture notes)."""
+from __future__ import annotations
+
+from importlib import resources
+
+import pandas as pd
+
+_DESCRIPTIONS = {
+    "sleepstudy": "Reaction times (ms) of 18 subjects over 10 days of sleep deprivation (lme4).",
+    "dyestuff": "Yield of dyestuff from 6 batches, 5 preparations each (lme4).",
+    "dyestuff2": "Simulated dyestuff data whose between-batch variance estimate is zero (lme4).",
+    "hsb": "High School and Beyond: 7,185 students in 160 schools (mlmRev Hsb82, mAch renamed mathach).",
+    "penicillin": "Penicillin potency: 24 plates crossed with 6 samples (lme4).",
+    "pastes": "Paste strength: casks nested in batches (lme4).",
+    "insteval": "Lecture evaluations at ETH Zurich: 73,421 ratings, students crossed with lecturers (lme4).",
+    "cbpp": "Contagious bovine pleuropneumonia incidence per herd and period (lme4).",
+    "orthodont": "Orthodontic distance growth of 27 children (nlme).",
+}
+
+
+def names() -> list[str]:
+    """The names `load` accepts."""
+    return sorted(_DESCRIPTIONS)
+
+
+def describe(name: str) -> str:
+    """One line saying what the dataset is and where it comes from."""
+    return _DESCRIPTIONS[_check(name)]
+
+
+def load(name: str) -> pd.DataFrame:
+    """A fresh DataFrame of the embedded dataset `name` (e.g. "sleepstudy")."""
+    path = resources.files(__name__) / "data" / f"{_check(name)}.csv.gz"
+    with resources.as_file(path) as p:
+        return pd.read_csv(p)
+
+
+def _check(name: str) -> str:
+    key = name.lower()
+    if key not in _DESCRIPTIONS:
+        raise KeyError(f"unknown dataset {name!r}; available: {', '.join(names())}")
+    return key

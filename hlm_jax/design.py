@@ -1,0 +1,363 @@
+"""DataFrame + parsed formula → `Design`: padded per-group tensors and the metadata to read them.
+
+Rows are grouped by the levels of the (first) grouping factor and padded into
+size buckets (power-of-two lengths), so padding waste stays below 2x even when
+group sizes are very unequal. The tensors are a JAX pytree; everything needed
+to name, label and map results back to rows lives in the static `DesignInfo`.
+"""
+from __future__ import annotations
+
+import difflib
+import warnings
+from dataclasses import dataclass, field
+
+import jax
+import numpy as np
+import pandas as pd
+from formulaic import Formula, model_matrix
+
+from .formula import FormulaError, ParsedFormula, RandomTerm, parse_formula
+
+
+class DesignError(ValueError):
+    """Data that does not fit the formula; the message names the column or term at fault."""
+
+
+class NotYetSupportedError(NotImplementedError):
+    """A model the library recognises but does not fit yet."""
+
+
+@jax.tree_util.register_dataclass
+@dataclass(frozen=True)
+class GroupBucket:
+    """Groups padded to a common length `n_b`: X (G_b, n_b, p), Z (G_b, n_b, q), y and mask (G_b, n_b).
+
+    `group` gives each row of the bucket its group index (padding groups point at
+    a dummy group whose statistics are all zero).
+    """
+
+    X: jax.Array
+    Z: jax.Array
+    y: jax.Array
+    mask: jax.Array
+    group: jax.Array
+
+
+@dataclass(frozen=True)
+class ReTerm:
+    """One random-effects term after expansion: its grouping factor and Z columns."""
+
+    factor: str
+    columns: tuple[str, ...]
+    n_levels: int
+
+    @property
+    def q(self) -> int:
+        return len(self.columns)
+
+
+@dataclass(frozen=True)
+class ThetaLayout:
+    """Where each θ element goes in the block's relative covariance factor Λ (q × q, lower triangular).
+
+    θ is in lme4's order: terms by decreasing number of levels, each term's lower
+    triangle column by column. Diagonal elements are bounded below by 0.
+    """
+
+    rows: np.ndarray
+    cols: np.ndarray
+    lower: np.ndarray
+    names: tuple[str, ...]
+
+    @property
+    def size(self) -> int:
+        return len(self.rows)
+
+    def start(self) -> np.ndarray:
+        """lme4's starting value: 1 on the diagonal, 0 elsewhere."""
+        return np.where(self.rows == self.cols, 1.0, 0.0)
+
+    def lambda_matrix(self, theta: np.ndarray, q: int) -> np.ndarray:
+        lam = np.zeros((q, q))
+        lam[self.rows, self.cols] = theta
+        return lam
+
+
+@dataclass
+class DesignInfo:
+    """Static description of a design: names, levels and row-level matrices for results."""
+
+    formula: str
+    parsed: ParsedFormula
+    response: str
+    fixed_names: tuple[str, ...]
+    dropped_fixed: tuple[str, ...]
+    terms: tuple[ReTerm, ...]
+    factor: str
+    levels: np.ndarray
+    theta: ThetaLayout
+    X: np.ndarray
+    Z: np.ndarray
+    y: np.ndarray
+    group_codes: np.ndarray
+    row_index: pd.Index
+    n_dropped_missing: int
+    fixed_spec: object = field(repr=False)
+    random_specs: tuple = field(repr=False)
+
+    @property
+    def nobs(self) -> int:
+        return len(self.y)
+
+    @property
+    def n_groups(self) -> int:
+        return len(self.levels)
+
+    @property
+    def p(self) -> int:
+        return self.X.shape[1]
+
+    @property
+    def q(self) -> int:
+        return self.Z.shape[1]
+
+
+@jax.tree_util.register_dataclass
+@dataclass(frozen=True)
+class Design:
+    """Padded per-group tensors of one model (a pytree) plus its static `info`."""
+
+    buckets: tuple[GroupBucket, ...]
+    info: DesignInfo = field(metadata=dict(static=True))
+
+
+def build_design(formula: str, data: pd.DataFrame) -> Design:
+    """Parse `formula`, check `data` against it, and pad the rows into per-group tensors."""
+    parsed = parse_formula(formula)
+    if not isinstance(data, pd.DataFrame):
+        raise DesignError(f"data must be a pandas DataFrame, got {type(data).__name__}")
+    used = _used_columns(parsed, data)
+    frame, n_dropped = _drop_missing(data, used)
+    y = _response(parsed, frame)
+    X, fixed_names, dropped, fixed_spec = _fixed_matrix(parsed, frame)
+    terms, Z, random_specs, codes, levels, factor = _random_matrices(parsed, frame)
+    layout = _theta_layout(terms, parsed)
+    buckets = _pad_into_buckets(X, Z, y, codes, len(levels))
+    info = DesignInfo(formula, parsed, parsed.response, fixed_names, dropped, terms, factor, levels, layout,
+                      X, Z, y, codes, frame.index, n_dropped, fixed_spec, tuple(random_specs))
+    return Design(buckets, info)
+
+
+def _used_columns(parsed: ParsedFormula, data: pd.DataFrame) -> list[str]:
+    """Every data column the formula reads; unknown names raise with close matches."""
+    wanted = []
+    pieces = [parsed.fixed_formula] + [f"~ {t.expr}" for t in parsed.random]
+    for text in pieces:
+        try:
+            wanted += sorted(Formula(text).required_variables)
+        except Exception as exc:  # formulaic's parse errors come in several types
+            raise FormulaError(f"cannot parse {text!r}: {exc}") from None
+    for t in parsed.random:
+        wanted += list(t.group)
+    columns = [str(c) for c in data.columns]
+    missing = [w for w in dict.fromkeys(wanted) if w not in columns]
+    if missing:
+        name = missing[0]
+        close = difflib.get_close_matches(name, columns, n=3, cutoff=0.5)
+        hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        raise DesignError(f"column {name!r} is not in the data{hint} (columns: {', '.join(columns)})")
+    return list(dict.fromkeys(wanted))
+
+
+def _drop_missing(data: pd.DataFrame, used: list[str]) -> tuple[pd.DataFrame, int]:
+    """A copy of the used columns without rows that have a missing value; warns with the count."""
+    frame = data.loc[:, used].copy()
+    keep = frame.notna().all(axis=1).to_numpy()
+    n_dropped = int((~keep).sum())
+    if n_dropped:
+        warnings.warn(f"{n_dropped} row(s) with missing values in {', '.join(used)} were dropped", stacklevel=4)
+        frame = frame.loc[keep]
+    if len(frame) == 0:
+        raise DesignError("no rows left after dropping rows with missing values")
+    return frame, n_dropped
+
+
+def _response(parsed: ParsedFormula, frame: pd.DataFrame) -> np.ndarray:
+    raw = frame[parsed.response] if parsed.response in frame.columns else None
+    if raw is not None and not pd.api.types.is_numeric_dtype(raw) or raw is not None and raw.dtype == bool:
+        raise DesignError(f"response {parsed.response!r} must be numeric, but its dtype is {raw.dtype}")
+    mm = model_matrix(f"{parsed.response} ~ 1", frame, na_action="ignore")
+    y = np.asarray(mm.lhs, dtype=float).ravel()
+    if not np.all(np.isfinite(y)):
+        bad = int(np.flatnonzero(~np.isfinite(y))[0])
+        raise DesignError(f"response {parsed.response!r} is not finite at row {frame.index[bad]!r}")
+    return y
+
+
+def r_name(name: str) -> str:
+    """formulaic's column name → R's (`Intercept` → `(Intercept)`, `g[T.b]` → `gb`)."""
+    if name == "Intercept":
+        return "(Intercept)"
+    parts = []
+    for part in name.split(":"):
+        if part.endswith("]") and "[" in part:
+            base, level = part[:-1].split("[", 1)
+            part = base + (level[2:] if level.startswith("T.") else level)
+        parts.append(part)
+    return ":".join(parts)
+
+
+def _model_matrix(rhs: str, frame: pd.DataFrame, what: str):
+    try:
+        mm = model_matrix(rhs, frame, na_action="ignore")
+    except Exception as exc:
+        raise DesignError(f"cannot build the {what} model matrix from {rhs!r}: {exc}") from None
+    values = np.asarray(mm, dtype=float)
+    names = tuple(r_name(c) for c in mm.columns)
+    return values, names, mm.model_spec
+
+
+def _fixed_matrix(parsed: ParsedFormula, frame: pd.DataFrame):
+    """X with aliased columns dropped (and named in a warning), as lme4 does."""
+    X, names, spec = _model_matrix(parsed.fixed, frame, "fixed-effects")
+    if X.shape[1] == 0:
+        return X, names, (), spec
+    keep = independent_columns(X)
+    dropped = tuple(n for n, k in zip(names, keep) if not k)
+    if dropped:
+        warnings.warn(f"fixed-effect model matrix is rank deficient: dropping {len(dropped)} "
+                      f"column(s): {', '.join(dropped)}", stacklevel=4)
+    return X[:, keep], tuple(n for n, k in zip(names, keep) if k), dropped, spec
+
+
+def independent_columns(X: np.ndarray, tol: float = 1e-7) -> np.ndarray:
+    """Mask of columns kept by a left-to-right Gram–Schmidt: a column is aliased when its
+    residual on the kept earlier columns has relative norm below `tol` (R's qr rule)."""
+    scale = np.sqrt((X ** 2).sum(axis=0))
+    Q = np.zeros((X.shape[0], 0))
+    keep = np.zeros(X.shape[1], dtype=bool)
+    for j in range(X.shape[1]):
+        r = X[:, j] - Q @ (Q.T @ X[:, j])
+        r = r - Q @ (Q.T @ r)
+        norm = np.sqrt(r @ r)
+        if scale[j] > 0 and norm > tol * scale[j]:
+            keep[j] = True
+            Q = np.column_stack([Q, r / norm])
+    return keep
+
+
+def _group_codes(frame: pd.DataFrame, group: tuple[str, ...], name: str) -> tuple[np.ndarray, np.ndarray]:
+    """Integer codes and labels of the grouping factor `name` (the interaction of the `group`
+    columns), levels sorted as R's factor() sorts them and unused combinations dropped."""
+    combined = np.zeros(len(frame), dtype=np.int64)
+    label_parts = []
+    for col in group:
+        codes, labels = factor_codes(frame[col])
+        combined = combined * len(labels) + codes
+        label_parts.append((codes, labels))
+    used, inverse = np.unique(combined, return_inverse=True)
+    first = np.zeros(len(used), dtype=np.int64)
+    first[inverse[::-1]] = np.arange(len(inverse))[::-1]
+    levels = np.array([":".join(labels[codes[r]] for codes, labels in label_parts) for r in first], dtype=object)
+    if len(levels) < 2:
+        raise DesignError(f"grouping factor {name!r} has a single level ({levels[0]!r}); "
+                          "a random effect needs at least two groups")
+    return inverse.astype(np.int64), levels
+
+
+def factor_codes(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Codes and string labels of a column used as a factor: categories in their own order,
+    numbers sorted numerically, text sorted alphabetically (as R's factor())."""
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        cats = np.asarray(values.cat.categories.astype(str), dtype=object)
+        return values.cat.codes.to_numpy().astype(np.int64), cats
+    if pd.api.types.is_numeric_dtype(values) and values.dtype != bool:
+        uniq, codes = np.unique(values.to_numpy(), return_inverse=True)
+        labels = np.array([_number_label(v) for v in uniq], dtype=object)
+        return codes.astype(np.int64), labels
+    uniq, codes = np.unique(values.astype(str).to_numpy(), return_inverse=True)
+    return codes.astype(np.int64), uniq.astype(object)
+
+
+def factor_labels(frame: pd.DataFrame, group: tuple[str, ...]) -> list[str]:
+    """Each row's level label of the interaction of the `group` columns (as `_group_codes` names levels)."""
+    parts = []
+    for col in group:
+        codes, labels = factor_codes(frame[col])
+        parts.append(labels[codes])
+    return [":".join(p) for p in zip(*parts)]
+
+
+def _number_label(v) -> str:
+    return str(int(v)) if float(v).is_integer() else repr(float(v))
+
+
+def _random_matrices(parsed: ParsedFormula, frame: pd.DataFrame):
+    """Z columns of every term (terms on one factor side by side) and the factor's codes."""
+    factors = list(dict.fromkeys(t.group_name for t in parsed.random))
+    if len(factors) > 1:
+        raise NotYetSupportedError(
+            f"random terms on several grouping factors ({', '.join(factors)}) are not yet supported; "
+            "this version fits one grouping factor")
+    term0 = parsed.random[0]
+    codes, levels = _group_codes(frame, term0.group, term0.group_name)
+    terms, blocks, specs = [], [], []
+    for t in parsed.random:
+        Zt, names, spec = _model_matrix(t.expr, frame, f"random-effects ({t.expr} | {t.group_name})")
+        if Zt.shape[1] == 0:
+            raise DesignError(f"random term ({t.expr} | {t.group_name}) has no columns")
+        split = [(i,) for i in range(len(names))] if not t.correlated else [tuple(range(len(names)))]
+        for cols in split:
+            terms.append(ReTerm(t.group_name, tuple(names[i] for i in cols), len(levels)))
+            blocks.append(Zt[:, list(cols)])
+            specs.append((spec, cols))
+    return tuple(terms), np.column_stack(blocks), specs, codes, levels, term0.group_name
+
+
+def _theta_layout(terms: tuple[ReTerm, ...], parsed: ParsedFormula) -> ThetaLayout:
+    rows, cols, lower, names = [], [], [], []
+    offset = 0
+    for t in terms:
+        for j in range(t.q):
+            for i in range(j, t.q):
+                rows.append(offset + i)
+                cols.append(offset + j)
+                lower.append(0.0 if i == j else -np.inf)
+                label = t.columns[i] if i == j else f"{t.columns[i]}.{t.columns[j]}"
+                names.append(f"{t.factor}.{label}")
+        offset += t.q
+    return ThetaLayout(np.array(rows), np.array(cols), np.array(lower), tuple(names))
+
+
+def bucket_length(n: int) -> int:
+    """Padded length for a group of n rows: the next power of two."""
+    return 1 << max(int(n) - 1, 0).bit_length()
+
+
+def _pad_into_buckets(X, Z, y, codes, n_groups) -> tuple[GroupBucket, ...]:
+    """Rows sorted by group, groups padded to power-of-two lengths, one bucket per length."""
+    sizes = np.bincount(codes, minlength=n_groups)
+    lengths = np.array([bucket_length(s) for s in sizes])
+    order = np.argsort(codes, kind="stable")
+    starts = np.concatenate([[0], np.cumsum(sizes)])
+    buckets = []
+    for length in np.unique(lengths):
+        groups = np.flatnonzero(lengths == length)
+        n_slots = bucket_length(len(groups))
+        idx = np.zeros((n_slots, length), dtype=np.int64)
+        mask = np.zeros((n_slots, length))
+        for slot, g in enumerate(groups):
+            rows = order[starts[g]:starts[g + 1]]
+            idx[slot, :len(rows)] = rows
+            mask[slot, :len(rows)] = 1.0
+        group = np.full(n_slots, n_groups, dtype=np.int32)  # padding slots → dummy group
+        group[:len(groups)] = groups
+        buckets.append(GroupBucket(X[idx] * mask[..., None], Z[idx] * mask[..., None], y[idx] * mask,
+                                   mask, group))
+    return tuple(buckets)
+
+
+def padding_waste(design: Design) -> float:
+    """Padded cells per real row (1.0 means no padding)."""
+    cells = sum(b.mask.size for b in design.buckets)
+    return cells / design.info.nobs

@@ -1,0 +1,296 @@
+"""The fitted model: `lmer()` and what a user reads off a fit (lme4's names and layouts)."""
+from __future__ import annotations
+
+import warnings
+from functools import cached_property
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+
+from .design import Design, DesignError, build_design, factor_labels, r_name
+from .fit import RawFit, design_stats, fit_stats
+from .likelihood.lmm import simulate_responses
+from .optimize import OptSummary, summarize
+from .precision import float64
+from .report import format_summary
+
+SINGULAR_TOL = 1e-4  # lme4's isSingular(tol = 1e-4)
+
+
+class ConvergenceWarning(UserWarning):
+    """The optimiser stopped before the convergence test was met."""
+
+
+class SingularFitWarning(UserWarning):
+    """The fit is on the boundary: a variance is zero or a correlation is ±1."""
+
+
+@float64
+def lmer(formula: str, data: pd.DataFrame, REML: bool = True, max_iter: int = 200) -> "LmerModel":
+    """Fit a linear mixed model written in lme4's formula syntax, by REML (default) or ML."""
+    design = build_design(formula, data)
+    return fit_design(design, REML, max_iter)
+
+
+@float64
+def fit_design(design: Design, REML: bool = True, max_iter: int = 200) -> "LmerModel":
+    """Fit a model whose design is already built (used to refit by ML, or with another response)."""
+    stats, beta0 = design_stats(design)
+    layout = design.info.theta
+    raw = fit_stats(stats, jnp.asarray(layout.start()), jnp.asarray(layout.lower),
+                    jnp.asarray(float(REML)), max_iter=max_iter)
+    raw = jax.tree_util.tree_map(np.asarray, raw)
+    model = LmerModel(design, bool(REML), raw, beta0)
+    model.warn_if_problematic()
+    return model
+
+
+class LmerModel:
+    """A fitted linear mixed model. Attribute names follow lme4 (fixef, ranef, VarCorr → varcorr, ...)."""
+
+    def __init__(self, design: Design, reml: bool, raw: RawFit, beta0: np.ndarray):
+        self.design = design
+        self.info = design.info
+        self.reml = reml
+        self._raw = raw
+        self._beta0 = beta0
+        self.opt: OptSummary = summarize(raw.state)
+
+    # ---- estimates -------------------------------------------------------------------------
+    @property
+    def formula(self) -> str:
+        return self.info.formula
+
+    @cached_property
+    def theta(self) -> np.ndarray:
+        """lme4's θ: the relative covariance factor's lower triangles, term by term, column-major."""
+        return np.asarray(self._raw.state.x, dtype=float)
+
+    @property
+    def theta_names(self) -> tuple[str, ...]:
+        return self.info.theta.names
+
+    @cached_property
+    def fixef(self) -> pd.Series:
+        return pd.Series(self._beta0 + np.asarray(self._raw.est.beta), index=list(self.info.fixed_names))
+
+    @cached_property
+    def vcov(self) -> pd.DataFrame:
+        names = list(self.info.fixed_names)
+        return pd.DataFrame(np.asarray(self._raw.est.vcov_beta), index=names, columns=names)
+
+    @property
+    def std_errors(self) -> pd.Series:
+        return pd.Series(np.sqrt(np.diag(self.vcov.to_numpy())), index=self.fixef.index)
+
+    @property
+    def sigma(self) -> float:
+        return float(self._raw.est.sigma)
+
+    @property
+    def objective(self) -> float:
+        """REML criterion (REML fits) or deviance, -2 log-likelihood (ML fits), at the optimum."""
+        return float(self._raw.est.objective)
+
+    @property
+    def loglik(self) -> float:
+        return -0.5 * self.objective
+
+    @property
+    def n_params(self) -> int:
+        """Number of estimated parameters: fixed effects, θ and σ (lme4's `df` of logLik)."""
+        return len(self.fixef) + len(self.theta) + 1
+
+    @property
+    def aic(self) -> float:
+        return self.objective + 2.0 * self.n_params
+
+    @property
+    def bic(self) -> float:
+        return self.objective + self.n_params * np.log(self.nobs)
+
+    @property
+    def nobs(self) -> int:
+        return self.info.nobs
+
+    @property
+    def ngroups(self) -> dict[str, int]:
+        return {t.factor: t.n_levels for t in self.info.terms}
+
+    @property
+    def singular(self) -> bool:
+        """lme4's isSingular: some θ element with lower bound 0 is below 1e-4."""
+        layout = self.info.theta
+        return bool(np.any(self.theta[layout.lower == 0] < SINGULAR_TOL))
+
+    @property
+    def converged(self) -> bool:
+        return self.opt.converged
+
+    def warn_if_problematic(self) -> None:
+        if not self.converged:
+            warnings.warn(f"model failed to converge: {self.opt.message} "
+                          f"(projected |grad| = {self.opt.grad_norm:.2e})", ConvergenceWarning, stacklevel=3)
+        if self.singular:
+            warnings.warn("boundary (singular) fit: a variance component is (near) zero or a correlation is ±1",
+                          SingularFitWarning, stacklevel=3)
+
+    # ---- variance components ---------------------------------------------------------------
+    @cached_property
+    def lambda_matrix(self) -> np.ndarray:
+        return self.info.theta.lambda_matrix(self.theta, self.info.q)
+
+    def term_covariances(self) -> list[tuple[str, tuple[str, ...], np.ndarray]]:
+        """(lme4 group name, column names, covariance matrix) per random term, in lme4's order."""
+        out, offset, seen = [], 0, {}
+        lam = self.lambda_matrix
+        for t in self.info.terms:
+            block = lam[offset:offset + t.q, offset:offset + t.q]
+            count = seen.get(t.factor, 0)
+            seen[t.factor] = count + 1
+            name = t.factor if count == 0 else f"{t.factor}.{count}"
+            out.append((name, t.columns, self.sigma ** 2 * block @ block.T))
+            offset += t.q
+        return out
+
+    @cached_property
+    def varcorr(self) -> pd.DataFrame:
+        """lme4's as.data.frame(VarCorr(m)): variances and sds, then covariances and correlations."""
+        rows = []
+        for name, cols, cov in self.term_covariances():
+            sd = np.sqrt(np.diag(cov))
+            rows += [(name, c, None, cov[i, i], sd[i]) for i, c in enumerate(cols)]
+            for j in range(len(cols)):
+                for i in range(j + 1, len(cols)):
+                    corr = cov[i, j] / (sd[i] * sd[j]) if sd[i] * sd[j] > 0 else np.nan
+                    rows.append((name, cols[j], cols[i], cov[i, j], corr))
+        rows.append(("Residual", None, None, self.sigma ** 2, self.sigma))
+        return pd.DataFrame(rows, columns=["grp", "var1", "var2", "vcov", "sdcor"])
+
+    def varcorr_names(self) -> list[str]:
+        """Names of the sds and correlations as lme4's confint(oldNames = FALSE) writes them, in θ order."""
+        names = []
+        for name, cols, _ in self.term_covariances():
+            for j in range(len(cols)):
+                for i in range(j, len(cols)):
+                    names.append(f"sd_{cols[i]}|{name}" if i == j else f"cor_{cols[i]}.{cols[j]}|{name}")
+        return names
+
+    # ---- random effects --------------------------------------------------------------------
+    @cached_property
+    def ranef(self) -> dict[str, pd.DataFrame]:
+        """Conditional modes per grouping factor (rows: levels) with their conditional sds (`condsd_*`)."""
+        G = self.info.n_groups
+        b = np.asarray(self._raw.est.b)[:G]
+        sd = np.sqrt(np.maximum(np.einsum("gii->gi", np.asarray(self._raw.est.b_cov)[:G]), 0.0))
+        names = self.z_names
+        index = pd.Index(self.info.levels, name=self.info.factor)
+        modes = pd.DataFrame(b, index=index, columns=names)
+        sds = pd.DataFrame(sd, index=index, columns=[f"condsd_{n}" for n in names])
+        return {self.info.factor: pd.concat([modes, sds], axis=1)}
+
+    @property
+    def z_names(self) -> list[str]:
+        return [c for t in self.info.terms for c in t.columns]
+
+    @cached_property
+    def coef(self) -> dict[str, pd.DataFrame]:
+        """lme4's coef(): fixed effects plus each group's conditional modes."""
+        out = {}
+        for factor, re in self.ranef.items():
+            table = pd.DataFrame(np.tile(self.fixef.to_numpy(), (len(re), 1)), index=re.index,
+                                 columns=self.fixef.index)
+            for name in self.z_names:
+                if name in table.columns:
+                    table[name] += re[name]
+                else:
+                    table[name] = re[name]
+            out[factor] = table
+        return out
+
+    # ---- predictions -----------------------------------------------------------------------
+    def _row_random_part(self, Z: np.ndarray, codes: np.ndarray) -> np.ndarray:
+        b = np.asarray(self._raw.est.b)[: self.info.n_groups]
+        known = codes >= 0
+        out = np.zeros(len(codes))
+        out[known] = np.einsum("nq,nq->n", Z[known], b[codes[known]])
+        return out
+
+    def fitted(self) -> pd.Series:
+        """Xβ̂ + Zb̂ for the rows used in the fit (indexed as the data)."""
+        info = self.info
+        values = info.X @ self.fixef.to_numpy() + self._row_random_part(info.Z, info.group_codes)
+        return pd.Series(values, index=info.row_index, name="fitted")
+
+    def residuals(self) -> pd.Series:
+        return pd.Series(self.info.y - self.fitted().to_numpy(), index=self.info.row_index, name="residuals")
+
+    def predict(self, newdata: pd.DataFrame | None = None, re: bool = True) -> pd.Series:
+        """Predictions (with the random effects unless re=False); levels unseen in the fit get the
+        population prediction, as lme4's allow.new.levels=TRUE; rows with missing inputs give NaN."""
+        if newdata is None:
+            fitted = self.fitted()
+            if re:
+                return fitted
+            return pd.Series(self.info.X @ self.fixef.to_numpy(), index=self.info.row_index, name="fitted")
+        X, Z, codes, keep = self._new_matrices(newdata)
+        values = X @ self.fixef.to_numpy()
+        if re:
+            values = values + self._row_random_part(Z, codes)
+        out = np.full(len(newdata), np.nan)
+        out[keep] = values
+        return pd.Series(out, index=newdata.index, name="predicted")
+
+    def _new_matrices(self, newdata: pd.DataFrame):
+        info = self.info
+        group_cols = list(info.parsed.random[0].group)
+        needed = [c for c in _spec_variables(info.fixed_spec) + [v for s, _ in info.random_specs
+                  for v in _spec_variables(s)] + group_cols if c != info.response]
+        absent = [c for c in dict.fromkeys(needed) if c not in newdata.columns]
+        if absent:
+            raise DesignError(f"newdata lacks column {absent[0]!r} needed for prediction")
+        keep = newdata[list(dict.fromkeys(needed))].notna().all(axis=1).to_numpy()
+        frame = newdata.loc[keep]
+        fixed = info.fixed_spec.get_model_matrix(frame, na_action="ignore")
+        X = np.asarray(fixed, dtype=float)[:, [i for i, n in enumerate(_r_names(fixed.columns))
+                                               if n in info.fixed_names]]
+        Z = np.column_stack([np.asarray(spec.get_model_matrix(frame, na_action="ignore"), dtype=float)[:, list(cols)]
+                             for spec, cols in info.random_specs])
+        labels = factor_labels(frame, tuple(info.parsed.random[0].group))
+        lookup = {lvl: i for i, lvl in enumerate(info.levels)}
+        codes = np.array([lookup.get(lbl, -1) for lbl in labels], dtype=np.int64)
+        return X, Z, codes, keep
+
+    @float64
+    def simulate(self, nsim: int = 1, seed: int = 0) -> pd.DataFrame:
+        """lme4's simulate(): nsim responses drawn from the fitted model (b ~ N(0, σ²ΛΛᵀ), ε ~ N(0, σ²))."""
+        info = self.info
+        ys = simulate_responses(jax.random.PRNGKey(seed), jnp.asarray(info.X @ self.fixef.to_numpy()),
+                                jnp.asarray(info.Z), jnp.asarray(info.group_codes), jnp.asarray(self.lambda_matrix),
+                                self.sigma, info.n_groups, nsim)
+        return pd.DataFrame(np.asarray(ys).T, index=info.row_index,
+                            columns=[f"sim_{i + 1}" for i in range(nsim)])
+
+    # ---- tables ----------------------------------------------------------------------------
+    def tidy(self) -> pd.DataFrame:
+        """Fixed effects as a tidy table: term, estimate, std_error, statistic (t value)."""
+        se = self.std_errors
+        return pd.DataFrame({"term": self.fixef.index, "estimate": self.fixef.to_numpy(),
+                             "std_error": se.to_numpy(), "statistic": (self.fixef / se).to_numpy()})
+
+    def summary(self) -> str:
+        """The fit as lme4's print(summary(m)) lays it out."""
+        return format_summary(self)
+
+    def __repr__(self) -> str:
+        return self.summary()
+
+
+def _spec_variables(spec) -> list[str]:
+    return sorted(spec.required_variables)
+
+
+def _r_names(columns) -> list[str]:
+    return [r_name(c) for c in columns]

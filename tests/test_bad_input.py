@@ -1,0 +1,94 @@
+"""Bad input gets a clear error naming what is wrong; missing rows are dropped and counted."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import hlm_jax as hj
+
+
+@pytest.fixture
+def sleep():
+    return hj.datasets.load("sleepstudy")
+
+
+def test_unknown_column_suggests_close_name(sleep):
+    with pytest.raises(hj.DesignError, match=r"column 'Day' is not in the data; did you mean 'Days'"):
+        hj.lmer("Reaction ~ Day + (1 | Subject)", sleep)
+
+
+def test_unknown_grouping_column(sleep):
+    with pytest.raises(hj.DesignError, match=r"column 'Subjct' is not in the data; did you mean 'Subject'"):
+        hj.lmer("Reaction ~ Days + (1 | Subjct)", sleep)
+
+
+def test_non_numeric_response(sleep):
+    data = sleep.assign(Reaction=sleep["Reaction"].astype(str))
+    with pytest.raises(hj.DesignError, match=r"response 'Reaction' must be numeric"):
+        hj.lmer("Reaction ~ Days + (1 | Subject)", data)
+
+
+def test_single_level_grouping_factor(sleep):
+    data = sleep.assign(Subject="308")
+    with pytest.raises(hj.DesignError, match=r"grouping factor 'Subject' has a single level \('308'\)"):
+        hj.lmer("Reaction ~ Days + (1 | Subject)", data)
+
+
+@pytest.mark.parametrize("formula, message", [
+    ("Reaction ~ Days + (Days | Subject", r"unclosed '\('"),
+    ("Reaction ~ Days) + (1 | Subject)", r"unmatched '\)'"),
+    ("Reaction Days + (1 | Subject)", r"exactly one '~'"),
+    ("Reaction ~ Days + ( | Subject)", r"nothing left of '\|'"),
+])
+def test_formula_syntax_errors_point_at_the_problem(sleep, formula, message):
+    with pytest.raises(hj.FormulaError, match=message) as err:
+        hj.lmer(formula, sleep)
+    assert formula in str(err.value) and "^" in str(err.value)
+
+
+def test_formula_without_random_term_says_use_ols(sleep):
+    with pytest.raises(hj.FormulaError, match=r"no random-effects term.*ordinary least squares"):
+        hj.lmer("Reaction ~ Days", sleep)
+
+
+def test_several_grouping_factors_not_yet_supported():
+    data = hj.datasets.load("penicillin")
+    with pytest.raises(hj.NotYetSupportedError, match="plate, sample"):
+        hj.lmer("diameter ~ 1 + (1 | plate) + (1 | sample)", data)
+
+
+def test_aliased_column_dropped_with_warning(sleep):
+    data = sleep.assign(Days2=2 * sleep["Days"])
+    with pytest.warns(UserWarning, match=r"rank deficient: dropping 1 column\(s\): Days2"):
+        m = hj.lmer("Reaction ~ Days + Days2 + (1 | Subject)", data)
+    assert list(m.fixef.index) == ["(Intercept)", "Days"]
+    ref = hj.lmer("Reaction ~ Days + (1 | Subject)", sleep)
+    np.testing.assert_allclose(m.fixef, ref.fixef, rtol=1e-10)
+    assert "rank deficient" in m.summary()
+
+
+def test_missing_values_dropped_and_counted(sleep):
+    data = sleep.copy()
+    data.loc[[3, 50, 51], "Reaction"] = np.nan
+    data.loc[7, "Days"] = np.nan
+    before = data.copy()
+    with pytest.warns(UserWarning, match=r"4 row\(s\) with missing values"):
+        m = hj.lmer("Reaction ~ Days + (Days | Subject)", data)
+    assert m.nobs == 176
+    assert "(4 observations deleted due to missingness)" in m.summary()
+    pd.testing.assert_frame_equal(data, before)  # the caller's data is untouched
+    complete = hj.lmer("Reaction ~ Days + (Days | Subject)", data.dropna())
+    np.testing.assert_allclose(m.fixef, complete.fixef, rtol=1e-10)
+
+
+def test_caller_data_not_modified(sleep):
+    before = sleep.copy()
+    hj.lmer("Reaction ~ Days + (Days || Subject)", sleep)
+    pd.testing.assert_frame_equal(sleep, before)
+
+
+def test_singular_fit_warns():
+    with pytest.warns(hj.SingularFitWarning, match="boundary \\(singular\\) fit"):
+        m = hj.lmer("Yield ~ 1 + (1 | Batch)", hj.datasets.load("dyestuff2"))
+    assert m.singular and m.theta[0] == 0.0
