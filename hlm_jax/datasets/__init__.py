@@ -15,6 +15,9 @@ _DESCRIPTIONS = {
     "insteval": "Lecture evaluations at ETH Zurich: 73,421 ratings, students crossed with lecturers (lme4).",
     "cbpp": "Contagious bovine pleuropneumonia incidence per herd and period (lme4).",
     "orthodont": "Orthodontic distance growth of 27 children (nlme).",
+    "exam": ("London schools exam scores: 4,059 students in 65 schools; normexam (normalised GCSE score), "
+             "standLRT (standardised London Reading Test at intake), schavg, schgend, vr, intake, sex, type "
+             "(mlmRev Exam; factors stored as labels, so their reference levels sort alphabetically)."),
 }
 
 
