@@ -18,6 +18,8 @@ from . import datasets
 from .design import DesignError, NotYetSupportedError
 from .formula import FormulaError
 from .results import ConvergenceWarning, LmerModel, SingularFitWarning, lmer
+from .inference import AnovaResult, DifferentDataError, anova
+from .multilevel import HlmModel, center_within, compare_methods, group_mean, hausman_test, hlm
 
 
 def _enable_compilation_cache() -> None:
@@ -32,4 +34,6 @@ def _enable_compilation_cache() -> None:
 _enable_compilation_cache()
 
 __all__ = ["lmer", "LmerModel", "datasets", "FormulaError", "DesignError", "NotYetSupportedError",
-           "ConvergenceWarning", "SingularFitWarning"]
+           "ConvergenceWarning", "SingularFitWarning",
+           "anova", "AnovaResult", "DifferentDataError", "hlm", "HlmModel", "group_mean", "center_within",
+           "hausman_test", "compare_methods"]

@@ -274,11 +274,37 @@ class LmerModel:
                             columns=[f"sim_{i + 1}" for i in range(nsim)])
 
     # ---- tables ----------------------------------------------------------------------------
-    def tidy(self) -> pd.DataFrame:
-        """Fixed effects as a tidy table: term, estimate, std_error, statistic (t value)."""
+    def tidy(self, ddf: str | None = None) -> pd.DataFrame:
+        """Fixed effects as a tidy table: term, estimate, std_error, statistic (t value); with
+        ddf="satterthwaite" or "kenward-roger" also df and p_value (lmerTest's summary(m, ddf=...);
+        Kenward-Roger reports its adjusted standard error)."""
+        if ddf is not None:
+            from .inference.ddf import ddf_table
+            table = ddf_table(self, ddf)
+            return table[["term", "estimate", "std_error", "statistic", "df", "p_value"]]
         se = self.std_errors
         return pd.DataFrame({"term": self.fixef.index, "estimate": self.fixef.to_numpy(),
                              "std_error": se.to_numpy(), "statistic": (self.fixef / se).to_numpy()})
+
+    def confint(self, method: str = "wald", level: float = 0.95, **kw) -> pd.DataFrame:
+        """Confidence intervals (columns lower, upper; rows named as lme4's confint(oldNames=FALSE)):
+        method="wald" (fixed effects), "profile" (profile likelihood, all parameters; a REML fit is
+        refitted by ML first, as lme4) or "boot" (parametric bootstrap: n=500, seed=0)."""
+        if str(method).lower() in ("boot", "bootstrap"):
+            from .batch import bootstrap
+            return bootstrap(self, n=kw.pop("n", 500), seed=kw.pop("seed", 0), **kw).confint(level)
+        from .inference.profile import confint
+        return confint(self, method, level, **kw)
+
+    def icc(self) -> pd.Series:
+        """Intraclass correlation (adjusted, conditional, and each grouping factor's share)."""
+        from .inference.variance import icc
+        return icc(self)
+
+    def r2(self) -> pd.Series:
+        """Nakagawa-Schielzeth marginal and conditional R²."""
+        from .inference.variance import r2
+        return r2(self)
 
     def summary(self) -> str:
         """The fit as lme4's print(summary(m)) lays it out."""

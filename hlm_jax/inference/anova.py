@@ -1,0 +1,113 @@
+"""Likelihood-ratio tests between nested mixed models, laid out as lme4's anova(m0, m1, ...).
+
+As lme4 (refit = TRUE), REML fits are refitted by maximum likelihood before they are
+compared, and the table says so: REML criteria of models with different fixed effects
+are not comparable. Models are ordered by their number of parameters; each row is
+tested against the row above it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from scipy import stats as sps
+
+from ..precision import float64
+from ..results import fit_design
+
+
+class DifferentDataError(ValueError):
+    """Models compared by a likelihood-ratio test were fitted to different observations."""
+
+
+@dataclass
+class AnovaResult:
+    """lme4's anova table (`table`: npar, AIC, BIC, logLik, deviance, Chisq, Df, p per model)."""
+
+    table: pd.DataFrame
+    formulas: list[str]
+    refit_ml: bool
+    notes: list[str] = field(default_factory=list)
+
+    def __getitem__(self, key):
+        return self.table[key]
+
+    @property
+    def loc(self):
+        return self.table.loc
+
+    def __str__(self) -> str:
+        lines = []
+        if self.refit_ml:
+            lines.append("refitting model(s) with ML (instead of REML)")
+        lines.append("Models:")
+        width = max(len(n) for n in self.table.index)
+        for name, formula in zip(self.table.index, self.formulas):
+            lines.append(f"{name.ljust(width)}: {formula}")
+        shown = self.table.copy()
+        text = shown.to_string(float_format=lambda v: f"{v:.4g}" if abs(v) < 1e-3 and v != 0 else f"{v:.2f}",
+                               na_rep="")
+        lines.append(text)
+        lines += self.notes
+        return "\n".join(lines) + "\n"
+
+    __repr__ = __str__
+
+
+def _same_data(models, names) -> None:
+    first = models[0]
+    for m, name in zip(models[1:], names[1:]):
+        same_rows = (m.nobs == first.nobs and m.info.response == first.info.response
+                     and np.array_equal(np.asarray(m.info.row_index), np.asarray(first.info.row_index))
+                     and np.array_equal(m.info.y, first.info.y))
+        if not same_rows:
+            raise DifferentDataError(
+                f"models {names[0]!r} and {name!r} were not fitted to the same data "
+                f"({first.nobs} observations of {first.info.response!r} vs {m.nobs} of {m.info.response!r}); "
+                "a likelihood-ratio test needs the same observations (drop rows with missing values in any "
+                "model's variables before fitting all of them)")
+
+
+@float64
+def anova(*models, names: list[str] | None = None, refit: bool = True) -> AnovaResult:
+    """Likelihood-ratio tests of nested fits: hj.anova(m0, m1, ...).
+
+    REML fits are refitted by ML first (refit=False compares the REML criteria as they are,
+    which is valid only when the fixed effects are the same). Raises DifferentDataError when the
+    models were fitted to different observations.
+    """
+    if len(models) == 1 and isinstance(models[0], (list, tuple)):
+        models = tuple(models[0])
+    if len(models) < 2:
+        raise ValueError("anova() compares two or more models; got "
+                         f"{len(models)} (for one model's fixed effects use m.tidy(ddf='satterthwaite'))")
+    names = list(names) if names is not None else [f"m{i}" for i in range(len(models))]
+    if len(names) != len(models):
+        raise ValueError(f"{len(names)} names for {len(models)} models")
+    _same_data(models, names)
+    refit_ml = refit and any(m.reml for m in models)
+    fits = [fit_design(m.design, REML=False) if (refit_ml and m.reml) else m for m in models]
+    order = sorted(range(len(fits)), key=lambda i: fits[i].n_params)  # stable, as lme4's order(df)
+    rows = []
+    previous = None
+    for i in order:
+        m = fits[i]
+        dev = m.objective if not m.reml else np.nan
+        row = {"npar": m.n_params, "AIC": m.aic, "BIC": m.bic, "logLik": m.loglik, "deviance": dev,
+               "Chisq": np.nan, "Df": np.nan, "p": np.nan}
+        if previous is not None:
+            chisq = 2.0 * (m.loglik - previous.loglik)
+            df = m.n_params - previous.n_params
+            row["Chisq"] = chisq
+            row["Df"] = df
+            row["p"] = float(sps.chi2.sf(chisq, df)) if df > 0 else np.nan
+        rows.append(row)
+        previous = m
+    table = pd.DataFrame(rows, index=[names[i] for i in order])
+    table["npar"] = table["npar"].astype(int)
+    table["Df"] = table["Df"].astype("Int64")
+    notes = []
+    if not refit_ml and any(m.reml for m in fits):
+        notes.append("(REML criteria compared: valid only for models with the same fixed effects)")
+    return AnovaResult(table, [models[i].formula for i in order], refit_ml, notes)

@@ -1,0 +1,290 @@
+"""Inference after a fit, against lme4 / lmerTest / pbkrtest (tests/reference/*.json):
+likelihood-ratio tests, Satterthwaite and Kenward-Roger df, Wald and profile intervals, ICC and R²."""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import hlm_jax as hj
+from conftest import load_reference
+from hlm_jax.inference import ddf as ddf_mod
+from hlm_jax.inference import kenward_roger, satterthwaite
+
+_FITS: dict = {}
+
+
+def fit(formula: str, data: str, REML: bool = True) -> hj.LmerModel:
+    key = (formula, data, REML)
+    if key not in _FITS:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", hj.SingularFitWarning)
+            _FITS[key] = hj.lmer(formula, hj.datasets.load(data), REML=REML)
+    return _FITS[key]
+
+
+def case(name: str):
+    ref = load_reference(name)
+    return fit(ref["formula"], ref["data"], ref["REML"]), ref
+
+
+def rel_close(actual, expected, rtol, atol=0.0):
+    np.testing.assert_allclose(np.asarray(actual, float), np.asarray(expected, float), rtol=rtol, atol=atol)
+
+
+# ---- likelihood-ratio tests ----------------------------------------------------------------------
+
+def test_lrt_matches_lme4_anova():
+    ref = load_reference("sleepstudy_lrt")
+    m0, m1 = (fit(f, ref["data"], REML=False) for f in ref["models"])
+    res = hj.anova(m0, m1)
+    t = res.table
+    rel_close(t["Chisq"].iloc[1], ref["Chisq"], rtol=1e-6)
+    assert int(t["Df"].iloc[1]) == ref["Df"]
+    rel_close(t["p"].iloc[1], ref["p"], rtol=1e-6)
+    assert list(t["npar"]) == ref["npar"]
+    for col in ["AIC", "BIC", "logLik", "deviance"]:
+        rel_close(t[col], ref[col], rtol=1e-6)
+    assert not res.refit_ml
+
+
+def test_anova_refits_reml_fits_by_ml_and_says_so():
+    ref = load_reference("sleepstudy_lrt3")
+    models = [fit(f, ref["data"], REML=True) for f in ref["models"]]
+    res = hj.anova(*reversed(models), names=["full", "uncorrelated", "intercept"])
+    assert res.refit_ml and "refitting model(s) with ML (instead of REML)" in str(res)
+    t = res.table
+    assert list(t.index) == ["intercept", "uncorrelated", "full"]  # ordered by number of parameters
+    assert list(t["npar"]) == ref["npar"]
+    for col in ["AIC", "BIC", "logLik", "deviance"]:
+        rel_close(t[col], ref[col], rtol=1e-6)
+    rel_close(t["Chisq"].iloc[1:], ref["Chisq"][1:], rtol=1e-6)
+    rel_close(t["p"].iloc[1:], ref["p"][1:], rtol=1e-6)
+    assert [int(d) for d in t["Df"].iloc[1:]] == ref["Df"][1:]
+    assert all(m.reml for m in models)  # the user's fits are left as they were
+
+
+def test_anova_refuses_models_fitted_to_different_data():
+    sleep = hj.datasets.load("sleepstudy")
+    m0 = hj.lmer("Reaction ~ Days + (1 | Subject)", sleep, REML=False)
+    m1 = hj.lmer("Reaction ~ Days + (Days | Subject)", sleep.iloc[:-10], REML=False)
+    with pytest.raises(hj.DifferentDataError, match="not fitted to the same data.*180 observations.*170"):
+        hj.anova(m0, m1)
+
+
+def test_anova_needs_two_models():
+    m = fit("Reaction ~ Days + (1 | Subject)", "sleepstudy", REML=False)
+    with pytest.raises(ValueError, match="two or more models"):
+        hj.anova(m)
+
+
+# ---- Satterthwaite and Kenward-Roger -------------------------------------------------------------
+
+def _check_ddf(table, ref, rtol_df, rtol_p, se=False):
+    names = list(ref["df"])
+    assert list(table["term"]) == names
+    rel_close(table["df"], list(ref["df"].values()), rtol=rtol_df)
+    rel_close(table["p_value"], list(ref["p"].values()), rtol=rtol_p)
+    if se:
+        rel_close(table["std_error"], list(ref["se"].values()), rtol=1e-3)
+
+
+def test_satterthwaite_sleepstudy():
+    m, ref = case("sleepstudy_rs_reml")
+    _check_ddf(satterthwaite(m), ref["satterthwaite"], 1e-3, 1e-3)
+
+
+def test_kenward_roger_sleepstudy():
+    m, ref = case("sleepstudy_rs_reml")
+    _check_ddf(kenward_roger(m), ref["kenward_roger"], 1e-3, 1e-3, se=True)
+
+
+def test_ddf_exact_at_lme4_theta_sleepstudy():
+    """At lme4's θ our exact derivatives reproduce lmerTest's finite differences to far below 1e-3."""
+    m, ref = case("sleepstudy_rs_reml")
+    _check_ddf(satterthwaite(m, theta=ref["theta"]), ref["satterthwaite"], 1e-6, 1e-6)
+    _check_ddf(kenward_roger(m, theta=ref["theta"]), ref["kenward_roger"], 1e-9, 1e-9, se=True)
+
+
+# hsb_full: lme4 stops at theta_3 = 4.8e-4 while the optimum (lower REML criterion, ours) has theta_3 = 0
+# (tests/test_lme4_reference.py::test_singular_flag). The df and p values depend on θ, so they are
+# compared at lme4's θ, where they agree to 1e-4 (Satterthwaite: lmerTest's numerical derivatives)
+# and 1e-9 (Kenward-Roger), well inside the issue's 1e-3.
+def test_satterthwaite_hsb_at_lme4_theta():
+    m, ref = case("hsb_full_reml")
+    _check_ddf(satterthwaite(m, theta=ref["theta"]), ref["satterthwaite"], 1e-3, 1e-3)
+
+
+def test_kenward_roger_hsb_at_lme4_theta():
+    m, ref = case("hsb_full_reml")
+    _check_ddf(kenward_roger(m, theta=ref["theta"]), ref["kenward_roger"], 1e-3, 1e-3, se=True)
+
+
+def test_ddf_hsb_at_our_optimum():
+    """At our (better) optimum: Kenward-Roger df still within 1e-3 of pbkrtest's; the Satterthwaite df of
+    the intercept and sector within 1e-3. The Satterthwaite df of the two ses terms move by 0.4% between
+    lme4's θ_3 = 4.8e-4 and ours, 0 (the slope variance is exactly what they depend on), and the p values
+    move with the standard errors (2e-4 relative, see test_lme4_reference.SE_RTOL): those are checked
+    at lme4's θ above instead."""
+    m, ref = case("hsb_full_reml")
+    kr = kenward_roger(m)
+    rel_close(kr["df"], list(ref["kenward_roger"]["df"].values()), rtol=1e-3)
+    sat = satterthwaite(m).set_index("term")["df"]
+    expected = pd.Series(ref["satterthwaite"]["df"])
+    rel_close(sat[["(Intercept)", "sectorPublic"]], expected[["(Intercept)", "sectorPublic"]], rtol=1e-3)
+    lme4_theta = satterthwaite(m, theta=ref["theta"]).set_index("term")["df"]
+    shift = (sat / lme4_theta - 1)[["ses", "ses:sectorPublic"]]
+    assert np.all(np.abs(shift) > 1e-3) and np.all(np.abs(shift) < 1e-2)  # the documented θ_3 effect
+
+
+def test_tidy_with_ddf_adds_df_and_p_value():
+    m, ref = case("sleepstudy_rs_reml")
+    plain = m.tidy()
+    assert list(plain.columns) == ["term", "estimate", "std_error", "statistic"]
+    sat = m.tidy(ddf="satterthwaite")
+    assert list(sat.columns) == ["term", "estimate", "std_error", "statistic", "df", "p_value"]
+    rel_close(sat["p_value"], list(ref["satterthwaite"]["p"].values()), rtol=1e-3)
+    kr = m.tidy(ddf="Kenward-Roger")
+    rel_close(kr["std_error"], list(ref["kenward_roger"]["se"].values()), rtol=1e-4)
+    with pytest.raises(ValueError, match="unknown ddf method"):
+        m.tidy(ddf="containment")
+
+
+def test_kenward_roger_needs_reml():
+    m = fit("Reaction ~ Days + (Days | Subject)", "sleepstudy", REML=False)
+    with pytest.raises(ValueError, match="need a REML fit"):
+        kenward_roger(m)
+
+
+def test_satterthwaite_of_a_contrast():
+    m, ref = case("sleepstudy_rs_reml")
+    out = ddf_mod.contrast_test(m, {"Days": 1.0})
+    rel_close(out["df"], ref["satterthwaite"]["df"]["Days"], rtol=1e-3)
+    rel_close(out["p_value"], ref["satterthwaite"]["p"]["Days"], rtol=1e-3)
+    with pytest.raises(KeyError, match="'Day' is not a fixed effect"):
+        ddf_mod.contrast_test(m, {"Day": 1.0})
+
+
+def _two_factor_fit(name: str, formula: str):
+    try:
+        return fit(formula, name)
+    except hj.NotYetSupportedError as exc:
+        pytest.skip(f"lmer does not fit several grouping factors yet: {exc}")
+
+
+@pytest.mark.parametrize("name", ["penicillin", "pastes"])
+def test_ddf_with_two_grouping_factors(name):
+    """Crossed (penicillin) and nested (pastes) factors: Kenward-Roger through the dense Z-space path.
+    At lme4's θ everything agrees to 1e-6. penicillin: lme4 stops with a criterion 8.5e-9 above ours
+    (θ_2 differs by 3e-5 relative); at our optimum the df are within 1e-4 but the Satterthwaite p value
+    (t = 74 on 5.5 df, so p moves 13 times faster than df) differs by 1.2e-3: checked to 2e-3 there."""
+    ref = load_reference("ddf_two_factors")[name]
+    m = _two_factor_fit(name, ref["formula"])
+    assert m.objective <= ref["objective"] * (1 + 1e-10)
+    for theta, rtol_p in [(ref["theta"], 1e-6), (None, 2e-3 if name == "penicillin" else 1e-3)]:
+        sat, kr = satterthwaite(m, theta=theta), kenward_roger(m, theta=theta)
+        rel_close(sat["df"], [ref["satterthwaite"]["df"]], rtol=1e-3 if theta is None else 1e-6)
+        rel_close(sat["p_value"], [ref["satterthwaite"]["p"]], rtol=rtol_p)
+        rel_close(kr["df"], [ref["kenward_roger"]["df"]], rtol=1e-3 if theta is None else 1e-6)
+        rel_close(kr["std_error"], [ref["kenward_roger"]["se"]], rtol=1e-4 if theta is None else 1e-6)
+        rel_close(kr["p_value"], [ref["kenward_roger"]["p"]], rtol=1e-3 if theta is None else 1e-6)
+
+
+def test_kenward_roger_dense_and_blocked_paths_agree():
+    """The dense Z-space path (several factors) on a one-factor model gives the blocked path's answer."""
+    m, _ = case("sleepstudy_rs_reml")
+    blocked = ddf_mod.z_space(m)
+    S = np.zeros((36, 36))
+    ZtX = np.zeros((36, 2))
+    for g in range(18):
+        S[2 * g:2 * g + 2, 2 * g:2 * g + 2] = blocked.S[g]
+        ZtX[2 * g:2 * g + 2] = blocked.ZtX[g]
+    rows = np.concatenate([2 * np.arange(18) + r for r in blocked.d_rows])
+    cols = np.concatenate([2 * np.arange(18) + c for c in blocked.d_cols])
+    params = np.repeat(blocked.d_param, 18)
+    dense = ddf_mod.ZSpace(S[None], ZtX[None], blocked.XtX, blocked.n, rows, cols, params)
+    a = ddf_mod.kenward_roger_pieces(m)
+    b = ddf_mod.kenward_roger_pieces(m, zs=dense)
+    rel_close(b.vcov_adj, a.vcov_adj, rtol=1e-9)
+    rel_close(b.W, a.W, rtol=1e-7)
+    for j in range(2):
+        L = np.eye(2)[j]
+        rel_close(b.df(L), a.df(L), rtol=1e-9)
+
+
+# ---- confidence intervals ------------------------------------------------------------------------
+
+def test_confint_wald_matches_lme4():
+    m, ref = case("sleepstudy_rs_reml")
+    ci = m.confint(method="wald")
+    expected = ref["confint_wald"]
+    assert list(ci.index) == ref["confint_profile"]["names"]  # lme4's rows; NaN for the variance parameters
+    assert ci.loc[m.varcorr_names() + ["sigma"]].isna().all().all()
+    rel_close(ci.loc[expected["names"], "lower"], expected["lower"], rtol=1e-6)
+    rel_close(ci.loc[expected["names"], "upper"], expected["upper"], rtol=1e-6)
+
+
+@pytest.mark.slow
+def test_confint_profile_matches_lme4():
+    m, ref = case("sleepstudy_rs_reml")
+    ci = m.confint(method="profile")
+    expected = ref["confint_profile"]
+    assert list(ci.index) == expected["names"]
+    rel_close(ci["lower"], expected["lower"], rtol=1e-3)
+    rel_close(ci["upper"], expected["upper"], rtol=1e-3)
+
+
+def test_confint_profile_one_way_and_boundary():
+    """dyestuff: sd and sigma profiled; dyestuff2's sd estimate is 0, so its lower end is the bound 0."""
+    ref = load_reference("confint_profile_oneway")
+    for name in ["dyestuff", "dyestuff2"]:
+        expected = ref[name]
+        m = fit(expected["formula"], name)
+        ci = m.confint(method="profile")
+        assert list(ci.index) == expected["names"]
+        rel_close(ci["lower"], expected["lower"], rtol=1e-3, atol=1e-8)
+        rel_close(ci["upper"], expected["upper"], rtol=1e-3)
+
+
+def test_confint_profile_single_parameter_and_level():
+    m, ref = case("sleepstudy_rs_reml")
+    ci = m.confint(method="profile", which=["Days"])
+    assert list(ci.index) == ["Days"]
+    rel_close(ci.loc["Days"], [ref["confint_profile"]["lower"][-1], ref["confint_profile"]["upper"][-1]], rtol=1e-3)
+    narrow = m.confint(method="profile", level=0.5, which=["Days"])
+    assert narrow.loc["Days", "lower"] > ci.loc["Days", "lower"] and narrow.loc["Days", "upper"] < ci.loc["Days", "upper"]
+    with pytest.raises(KeyError, match="not a parameter"):
+        m.confint(method="profile", which=["Day"])
+    with pytest.raises(ValueError, match="unknown confint method"):
+        m.confint(method="bayes")
+
+
+# ---- variance decomposition ----------------------------------------------------------------------
+
+def test_icc_of_a_random_intercept_model():
+    """ρ = g00 / (g00 + σ²) (the seed's intraclass correlation), from lme4's variance components."""
+    m, ref = case("dyestuff_reml")
+    g00, s2 = ref["varcorr"][0]["vcov"], ref["varcorr"][1]["vcov"]
+    icc = m.icc()
+    rel_close(icc["adjusted"], g00 / (g00 + s2), rtol=1e-4)
+    rel_close(icc["Batch"], g00 / (g00 + s2), rtol=1e-4)
+    rel_close(icc["conditional"], g00 / (g00 + s2), rtol=1e-4)  # no fixed-effect variance
+    rel_close(m.r2()["marginal"], 0.0, rtol=0, atol=1e-15)
+
+
+def test_r2_nakagawa_random_slopes():
+    """Nakagawa-Schielzeth R² with Johnson's random-slope variance, from lme4's estimates."""
+    m, ref = case("sleepstudy_rs_reml")
+    days = hj.datasets.load("sleepstudy")["Days"].to_numpy(float)
+    b = ref["fixef"]
+    var_f = np.var(b["(Intercept)"] + b["Days"] * days, ddof=1)
+    vc = {(r["var1"], r["var2"]): r["vcov"] for r in ref["varcorr"] if r["grp"] == "Subject"}
+    var_r = np.mean(vc[("(Intercept)", None)] + 2 * days * vc[("(Intercept)", "Days")] + days ** 2 * vc[("Days", None)])
+    var_e = ref["sigma"] ** 2
+    total = var_f + var_r + var_e
+    r2 = m.r2()
+    rel_close(r2["marginal"], var_f / total, rtol=1e-4)
+    rel_close(r2["conditional"], (var_f + var_r) / total, rtol=1e-4)
+    rel_close(m.icc()["adjusted"], var_r / (var_r + var_e), rtol=1e-4)
