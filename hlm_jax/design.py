@@ -7,6 +7,7 @@ to name, label and map results back to rows lives in the static `DesignInfo`.
 """
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import warnings
 from dataclasses import dataclass, field
@@ -33,7 +34,8 @@ class GroupBucket:
     """Groups padded to a common length `n_b`: X (G_b, n_b, p), Z (G_b, n_b, q), y and mask (G_b, n_b).
 
     `group` gives each row of the bucket its group index (padding groups point at
-    a dummy group whose statistics are all zero).
+    a dummy group whose statistics are all zero); `rows` (G_b, n_b) gives each cell's
+    row in the data (0 in padding cells), so another response can be padded alike.
     """
 
     X: jax.Array
@@ -41,15 +43,21 @@ class GroupBucket:
     y: jax.Array
     mask: jax.Array
     group: jax.Array
+    rows: jax.Array
 
 
 @dataclass(frozen=True)
 class ReTerm:
-    """One random-effects term after expansion: its grouping factor and Z columns."""
+    """One random-effects term after expansion: its grouping factor and Z columns.
+
+    `block` is the index of its factor block and `offset` its first column there.
+    """
 
     factor: str
     columns: tuple[str, ...]
     n_levels: int
+    block: int = 0
+    offset: int = 0
 
     @property
     def q(self) -> int:
@@ -57,8 +65,29 @@ class ReTerm:
 
 
 @dataclass(frozen=True)
+class FactorBlock:
+    """All random terms on one grouping factor: its levels, each row's level code, and Z (n × q)."""
+
+    name: str
+    group: tuple[str, ...]
+    levels: np.ndarray
+    codes: np.ndarray
+    Z: np.ndarray
+    specs: tuple = field(repr=False)
+
+    @property
+    def q(self) -> int:
+        return self.Z.shape[1]
+
+    @property
+    def n_levels(self) -> int:
+        return len(self.levels)
+
+
+@dataclass(frozen=True)
 class ThetaLayout:
-    """Where each θ element goes in the block's relative covariance factor Λ (q × q, lower triangular).
+    """Where each θ element goes: factor block `block`, entry (rows, cols) of that block's
+    lower-triangular relative covariance factor Λ_k (q_k × q_k).
 
     θ is in lme4's order: terms by decreasing number of levels, each term's lower
     triangle column by column. Diagonal elements are bounded below by 0.
@@ -66,6 +95,7 @@ class ThetaLayout:
 
     rows: np.ndarray
     cols: np.ndarray
+    block: np.ndarray
     lower: np.ndarray
     names: tuple[str, ...]
 
@@ -77,15 +107,21 @@ class ThetaLayout:
         """lme4's starting value: 1 on the diagonal, 0 elsewhere."""
         return np.where(self.rows == self.cols, 1.0, 0.0)
 
-    def lambda_matrix(self, theta: np.ndarray, q: int) -> np.ndarray:
+    def lambda_matrix(self, theta: np.ndarray, q: int, block: int = 0) -> np.ndarray:
+        """Λ of factor block `block` (q × q) at θ."""
         lam = np.zeros((q, q))
-        lam[self.rows, self.cols] = theta
+        mine = self.block == block
+        lam[self.rows[mine], self.cols[mine]] = np.asarray(theta)[mine]
         return lam
 
 
 @dataclass
 class DesignInfo:
-    """Static description of a design: names, levels and row-level matrices for results."""
+    """Static description of a design: names, levels and row-level matrices for results.
+
+    `factors[0]` is the factor with most levels: its rows are padded into the per-group
+    buckets. The shortcuts `factor`, `levels`, `group_codes`, `Z` refer to it.
+    """
 
     formula: str
     parsed: ParsedFormula
@@ -93,33 +129,49 @@ class DesignInfo:
     fixed_names: tuple[str, ...]
     dropped_fixed: tuple[str, ...]
     terms: tuple[ReTerm, ...]
-    factor: str
-    levels: np.ndarray
+    factors: tuple[FactorBlock, ...]
     theta: ThetaLayout
     X: np.ndarray
-    Z: np.ndarray
     y: np.ndarray
-    group_codes: np.ndarray
     row_index: pd.Index
     n_dropped_missing: int
     fixed_spec: object = field(repr=False)
-    random_specs: tuple = field(repr=False)
 
     @property
     def nobs(self) -> int:
         return len(self.y)
 
     @property
-    def n_groups(self) -> int:
-        return len(self.levels)
-
-    @property
     def p(self) -> int:
         return self.X.shape[1]
 
     @property
+    def factor(self) -> str:
+        return self.factors[0].name
+
+    @property
+    def levels(self) -> np.ndarray:
+        return self.factors[0].levels
+
+    @property
+    def group_codes(self) -> np.ndarray:
+        return self.factors[0].codes
+
+    @property
+    def Z(self) -> np.ndarray:
+        return self.factors[0].Z
+
+    @property
+    def n_groups(self) -> int:
+        return self.factors[0].n_levels
+
+    @property
     def q(self) -> int:
-        return self.Z.shape[1]
+        return self.factors[0].q
+
+    @property
+    def random_specs(self) -> tuple:
+        return self.factors[0].specs
 
 
 @jax.tree_util.register_dataclass
@@ -140,11 +192,13 @@ def build_design(formula: str, data: pd.DataFrame) -> Design:
     frame, n_dropped = _drop_missing(data, used)
     y = _response(parsed, frame)
     X, fixed_names, dropped, fixed_spec = _fixed_matrix(parsed, frame)
-    terms, Z, random_specs, codes, levels, factor = _random_matrices(parsed, frame)
-    layout = _theta_layout(terms, parsed)
-    buckets = _pad_into_buckets(X, Z, y, codes, len(levels))
-    info = DesignInfo(formula, parsed, parsed.response, fixed_names, dropped, terms, factor, levels, layout,
-                      X, Z, y, codes, frame.index, n_dropped, fixed_spec, tuple(random_specs))
+    terms, factors = _random_blocks(parsed, frame)
+    _warn_if_labels_look_nested(factors, frame)
+    layout = _theta_layout(terms)
+    first = factors[0]
+    buckets = _pad_into_buckets(X, first.Z, y, first.codes, first.n_levels)
+    info = DesignInfo(formula, parsed, parsed.response, fixed_names, dropped, terms, factors, layout,
+                      X, y, frame.index, n_dropped, fixed_spec)
     return Design(buckets, info)
 
 
@@ -292,41 +346,65 @@ def _number_label(v) -> str:
     return str(int(v)) if float(v).is_integer() else repr(float(v))
 
 
-def _random_matrices(parsed: ParsedFormula, frame: pd.DataFrame):
-    """Z columns of every term (terms on one factor side by side) and the factor's codes."""
-    factors = list(dict.fromkeys(t.group_name for t in parsed.random))
-    if len(factors) > 1:
-        raise NotYetSupportedError(
-            f"random terms on several grouping factors ({', '.join(factors)}) are not yet supported; "
-            "this version fits one grouping factor")
-    term0 = parsed.random[0]
-    codes, levels = _group_codes(frame, term0.group, term0.group_name)
-    terms, blocks, specs = [], [], []
+def _random_blocks(parsed: ParsedFormula, frame: pd.DataFrame):
+    """Random terms in lme4's order (decreasing number of levels, `||` split per column) and one
+    `FactorBlock` per grouping factor, the factor with most levels first."""
+    codes = {}
+    pieces = []
     for t in parsed.random:
+        if t.group_name not in codes:
+            codes[t.group_name] = (t.group, *_group_codes(frame, t.group, t.group_name))
         Zt, names, spec = _model_matrix(t.expr, frame, f"random-effects ({t.expr} | {t.group_name})")
         if Zt.shape[1] == 0:
             raise DesignError(f"random term ({t.expr} | {t.group_name}) has no columns")
         split = [(i,) for i in range(len(names))] if not t.correlated else [tuple(range(len(names)))]
-        for cols in split:
-            terms.append(ReTerm(t.group_name, tuple(names[i] for i in cols), len(levels)))
-            blocks.append(Zt[:, list(cols)])
-            specs.append((spec, cols))
-    return tuple(terms), np.column_stack(blocks), specs, codes, levels, term0.group_name
+        pieces += [(t.group_name, tuple(names[i] for i in cols), Zt[:, list(cols)], (spec, cols)) for cols in split]
+    pieces.sort(key=lambda piece: -len(codes[piece[0]][2]))  # stable, as lme4's ordering
+    order = list(dict.fromkeys(piece[0] for piece in pieces))
+    terms, factors = [], []
+    for block, name in enumerate(order):
+        mine = [piece for piece in pieces if piece[0] == name]
+        group, row_codes, levels = codes[name]
+        factors.append(FactorBlock(name, group, levels, row_codes, np.column_stack([m[2] for m in mine]),
+                                   tuple(m[3] for m in mine)))
+    offsets = {name: 0 for name in order}
+    for name, columns, _, _ in pieces:
+        terms.append(ReTerm(name, columns, len(codes[name][2]), order.index(name), offsets[name]))
+        offsets[name] += len(columns)
+    return tuple(terms), tuple(factors)
 
 
-def _theta_layout(terms: tuple[ReTerm, ...], parsed: ParsedFormula) -> ThetaLayout:
-    rows, cols, lower, names = [], [], [], []
-    offset = 0
+def _warn_if_labels_look_nested(factors: tuple[FactorBlock, ...], frame: pd.DataFrame) -> None:
+    """Warn when an inner factor's labels repeat across an outer factor's levels, filling most of
+    the cross table with several rows per cell: `(1|school) + (1|class)` where class "1" exists in
+    every school, and `(1|school/class)` was probably meant."""
+    singles = [f for f in factors if len(f.group) == 1]
+    for inner in singles:
+        for outer in singles:
+            if inner is outer or inner.n_levels >= outer.n_levels:
+                continue
+            cells = np.unique(inner.codes * outer.n_levels + outer.codes).size
+            fill = cells / (inner.n_levels * outer.n_levels)
+            if cells > inner.n_levels and fill >= 0.5 and len(frame) / cells >= 2:
+                warnings.warn(
+                    f"labels of {inner.name!r} repeat across levels of {outer.name!r} ({inner.n_levels} labels "
+                    f"in {cells} {inner.name}-{outer.name} combinations) and the formula treats them as crossed; "
+                    f"if each {inner.name} belongs to one {outer.name}, write (1 | {outer.name}/{inner.name})",
+                    UserWarning, stacklevel=4)
+
+
+def _theta_layout(terms: tuple[ReTerm, ...]) -> ThetaLayout:
+    rows, cols, block, lower, names = [], [], [], [], []
     for t in terms:
         for j in range(t.q):
             for i in range(j, t.q):
-                rows.append(offset + i)
-                cols.append(offset + j)
+                rows.append(t.offset + i)
+                cols.append(t.offset + j)
+                block.append(t.block)
                 lower.append(0.0 if i == j else -np.inf)
                 label = t.columns[i] if i == j else f"{t.columns[i]}.{t.columns[j]}"
                 names.append(f"{t.factor}.{label}")
-        offset += t.q
-    return ThetaLayout(np.array(rows), np.array(cols), np.array(lower), tuple(names))
+    return ThetaLayout(np.array(rows), np.array(cols), np.array(block), np.array(lower), tuple(names))
 
 
 def bucket_length(n: int) -> int:
@@ -353,8 +431,17 @@ def _pad_into_buckets(X, Z, y, codes, n_groups) -> tuple[GroupBucket, ...]:
         group = np.full(n_slots, n_groups, dtype=np.int32)  # padding slots → dummy group
         group[:len(groups)] = groups
         buckets.append(GroupBucket(X[idx] * mask[..., None], Z[idx] * mask[..., None], y[idx] * mask,
-                                   mask, group))
+                                   mask, group, idx))
     return tuple(buckets)
+
+
+def with_response(design: Design, y: np.ndarray) -> Design:
+    """The same design with another response vector (one value per used row, in row order)."""
+    y = np.asarray(y, dtype=float)
+    if y.shape != design.info.y.shape:
+        raise DesignError(f"response has {y.size} values; the design has {design.info.nobs} rows")
+    buckets = tuple(dataclasses.replace(b, y=y[np.asarray(b.rows)] * np.asarray(b.mask)) for b in design.buckets)
+    return Design(buckets, dataclasses.replace(design.info, y=y))
 
 
 def padding_waste(design: Design) -> float:

@@ -12,7 +12,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .design import Design, bucket_length
+from .design import Design, DesignError, bucket_length, with_response
+from .likelihood import crossed
 from .likelihood.lmm import Estimates, Stats, estimates, group_stats, objective
 from .optimize import NewtonState, minimize
 
@@ -33,13 +34,16 @@ def ols_coefficients(X: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 def design_stats(design: Design, y: np.ndarray | None = None) -> tuple[Stats, np.ndarray]:
-    """Sufficient statistics of `design` (optionally with another response y) and their β₀."""
+    """Sufficient statistics of `design`'s first factor (optionally with another response y) and their β₀."""
+    if y is not None:
+        design = with_response(design, y)
     info = design.info
-    beta0 = ols_coefficients(info.X, info.y if y is None else y)
+    beta0 = ols_coefficients(info.X, info.y)
     n_slots = bucket_length(info.n_groups + 1)
     parts = _group_stats(design.buckets, jnp.asarray(beta0), n_slots)
-    return Stats(*parts, lam_rows=tuple(int(i) for i in info.theta.rows),
-                 lam_cols=tuple(int(i) for i in info.theta.cols)), beta0
+    first = info.theta.block == 0
+    return Stats(*parts, lam_rows=tuple(int(i) for i in info.theta.rows[first]),
+                 lam_cols=tuple(int(i) for i in info.theta.cols[first])), beta0
 
 
 @partial(jax.jit, static_argnames=("max_iter",))
@@ -47,3 +51,112 @@ def fit_stats(stats: Stats, theta0: jax.Array, lower: jax.Array, reml: jax.Array
     """Minimise the profiled criterion over θ ≥ lower and evaluate the estimates at θ̂."""
     state = minimize(objective, theta0, lower, (stats, reml), max_iter=max_iter)
     return RawFit(state, estimates(state.x, stats, reml))
+
+
+class ModelFit(NamedTuple):
+    """A fit as numpy arrays: optimiser state, estimates, and per grouping factor the conditional
+    modes (levels, q) and their covariances (levels, q, q), factors in the design's order."""
+
+    state: NewtonState
+    est: Estimates
+    modes: tuple
+    mode_covs: tuple
+
+
+DENSE_BYTES_LIMIT = 8 * 2 ** 30
+
+
+def crossed_stats(design: Design, y: np.ndarray | None = None) -> tuple[crossed.CrossedStats, np.ndarray]:
+    """Statistics of a multi-factor design: the first factor's as `design_stats`, the others dense,
+    and the sparse cross-tabulation Z₂ᵀZ₁ with its pairs (see `likelihood.crossed`)."""
+    first, beta0 = design_stats(design, y)
+    info = design.info
+    yc = (info.y if y is None else np.asarray(y, float)) - info.X @ beta0
+    others = info.factors[1:]
+    offsets = np.cumsum([0] + [f.n_levels * f.q for f in others])
+    Q2 = int(offsets[-1])
+    idx = np.concatenate([offsets[k] + f.codes[:, None] * f.q + np.arange(f.q) for k, f in enumerate(others)], axis=1)
+    val = np.concatenate([f.Z for f in others], axis=1)
+    g1, Z1 = info.group_codes, info.Z
+    G1 = info.n_groups
+    keys = (idx * G1 + g1[:, None]).ravel()
+    entry_keys, entry_of = np.unique(keys, return_inverse=True)
+    E = entry_keys.size
+    counts = np.bincount(entry_keys % G1, minlength=G1)
+    n_pairs = int((counts.astype(np.int64) * (counts + 1) // 2).sum())
+    _check_memory(Q2, E, n_pairs, others)
+    weights = (val[:, :, None] * Z1[:, None, :]).reshape(-1, Z1.shape[1])
+    cross_val = np.stack([np.bincount(entry_of, weights[:, j], minlength=E) for j in range(Z1.shape[1])], axis=1)
+    cross_row, cross_group = entry_keys // G1, entry_keys % G1
+    pair_a, pair_b = _pairs_within_groups(cross_group)
+    pair_val = cross_val[pair_a][:, :, None] * cross_val[pair_b][:, None, :]
+    flat = (idx[:, :, None] * Q2 + idx[:, None, :]).ravel()
+    Z2tZ2 = np.bincount(flat, (val[:, :, None] * val[:, None, :]).ravel(), minlength=Q2 * Q2).reshape(Q2, Q2)
+    Z2tX = np.stack([np.bincount(idx.ravel(), (val * info.X[:, [j]]).ravel(), minlength=Q2)
+                     for j in range(info.p)], axis=1)
+    Z2ty = np.bincount(idx.ravel(), (val * yc[:, None]).ravel(), minlength=Q2)
+    layout = info.theta
+    blocks = []
+    for k, f in enumerate(others, start=1):
+        mine = np.flatnonzero(layout.block == k)
+        blocks.append((int(offsets[k - 1]), f.n_levels, f.q, tuple(int(i) for i in mine),
+                       tuple(int(i) for i in layout.rows[mine]), tuple(int(i) for i in layout.cols[mine])))
+    stats = crossed.CrossedStats(first, Z2tZ2, Z2tX, Z2ty, cross_row.astype(np.int32), cross_group.astype(np.int32),
+                                 cross_val, cross_row[pair_a].astype(np.int32), cross_row[pair_b].astype(np.int32),
+                                 cross_group[pair_a].astype(np.int32), pair_val,
+                                 theta_first=tuple(int(i) for i in np.flatnonzero(layout.block == 0)),
+                                 blocks=tuple(blocks))
+    return stats, beta0
+
+
+def _pairs_within_groups(group: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """All pairs a ≤ b (in sorted position) of entries with the same group, in any entry order."""
+    order = np.argsort(group, kind="stable")
+    counts = np.bincount(group)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    per_entry = counts[group[order]]
+    a = np.repeat(order, per_entry)
+    first = np.repeat(starts[group[order]], per_entry)
+    within = np.arange(per_entry.sum()) - np.repeat(np.cumsum(per_entry) - per_entry, per_entry)
+    position = np.repeat(np.arange(len(order)), per_entry)
+    upper = first + within >= position
+    b = order[first + within]
+    return a[upper], b[upper]
+
+
+def _check_memory(Q2: int, E: int, n_pairs: int, others) -> None:
+    """Fail early, naming the term, when the dense part would not fit."""
+    need = 8 * (3 * Q2 * Q2 + 3 * E + 4 * n_pairs)
+    if need > DENSE_BYTES_LIMIT:
+        big = max(others, key=lambda f: f.n_levels * f.q)
+        raise DesignError(
+            f"the random effects after the first factor need a dense {Q2} x {Q2} block "
+            f"(term on {big.name!r}: {big.n_levels} levels x {big.q} columns) and about {need / 2**30:.1f} GiB; "
+            f"the limit is {DENSE_BYTES_LIMIT / 2**30:.0f} GiB")
+
+
+@partial(jax.jit, static_argnames=("max_iter",))
+def fit_crossed(stats: crossed.CrossedStats, theta0: jax.Array, lower: jax.Array, reml: jax.Array,
+                max_iter: int = 200):
+    """`fit_stats` for several grouping factors: θ̂ and the estimates at θ̂."""
+    state = minimize(crossed.objective, theta0, lower, (stats, reml), max_iter=max_iter)
+    return state, crossed.estimates(state.x, stats, reml)
+
+
+def fit_model(design: Design, reml: bool, max_iter: int = 200) -> tuple[ModelFit, np.ndarray]:
+    """Fit any design (one or several grouping factors); arrays come back as numpy. Returns (fit, β₀)."""
+    info = design.info
+    layout = info.theta
+    args = (jnp.asarray(layout.start()), jnp.asarray(layout.lower), jnp.asarray(float(reml)))
+    G = info.n_groups
+    if len(info.factors) == 1:
+        stats, beta0 = design_stats(design)
+        raw = jax.tree_util.tree_map(np.asarray, fit_stats(stats, *args, max_iter=max_iter))
+        return ModelFit(raw.state, raw.est, (raw.est.b[:G],), (raw.est.b_cov[:G],)), beta0
+    stats, beta0 = crossed_stats(design)
+    state, (est, b2, b2_covs) = jax.tree_util.tree_map(np.asarray, fit_crossed(stats, *args, max_iter=max_iter))
+    modes, covs = [est.b[:G]], [est.b_cov[:G]]
+    for (offset, levels, q, *_), cov in zip(stats.blocks, b2_covs):
+        modes.append(b2[offset:offset + levels * q].reshape(levels, q))
+        covs.append(cov)
+    return ModelFit(state, est, tuple(modes), tuple(covs)), beta0

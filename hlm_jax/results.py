@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from .design import Design, DesignError, build_design, factor_labels, r_name
-from .fit import RawFit, design_stats, fit_stats
+from .fit import ModelFit, fit_model
 from .likelihood.lmm import simulate_responses
 from .optimize import OptSummary, summarize
 from .precision import float64
@@ -37,11 +37,7 @@ def lmer(formula: str, data: pd.DataFrame, REML: bool = True, max_iter: int = 20
 @float64
 def fit_design(design: Design, REML: bool = True, max_iter: int = 200) -> "LmerModel":
     """Fit a model whose design is already built (used to refit by ML, or with another response)."""
-    stats, beta0 = design_stats(design)
-    layout = design.info.theta
-    raw = fit_stats(stats, jnp.asarray(layout.start()), jnp.asarray(layout.lower),
-                    jnp.asarray(float(REML)), max_iter=max_iter)
-    raw = jax.tree_util.tree_map(np.asarray, raw)
+    raw, beta0 = fit_model(design, bool(REML), max_iter)
     model = LmerModel(design, bool(REML), raw, beta0)
     model.warn_if_problematic()
     return model
@@ -50,7 +46,7 @@ def fit_design(design: Design, REML: bool = True, max_iter: int = 200) -> "LmerM
 class LmerModel:
     """A fitted linear mixed model. Attribute names follow lme4 (fixef, ranef, VarCorr → varcorr, ...)."""
 
-    def __init__(self, design: Design, reml: bool, raw: RawFit, beta0: np.ndarray):
+    def __init__(self, design: Design, reml: bool, raw: ModelFit, beta0: np.ndarray):
         self.design = design
         self.info = design.info
         self.reml = reml
@@ -139,20 +135,24 @@ class LmerModel:
 
     # ---- variance components ---------------------------------------------------------------
     @cached_property
+    def lambda_blocks(self) -> list[np.ndarray]:
+        """Λ_k (q_k × q_k) of each grouping factor, in the design's factor order."""
+        return [self.info.theta.lambda_matrix(self.theta, f.q, k) for k, f in enumerate(self.info.factors)]
+
+    @property
     def lambda_matrix(self) -> np.ndarray:
-        return self.info.theta.lambda_matrix(self.theta, self.info.q)
+        """Λ of the first grouping factor (the only one in one-factor models)."""
+        return self.lambda_blocks[0]
 
     def term_covariances(self) -> list[tuple[str, tuple[str, ...], np.ndarray]]:
         """(lme4 group name, column names, covariance matrix) per random term, in lme4's order."""
-        out, offset, seen = [], 0, {}
-        lam = self.lambda_matrix
+        out, seen = [], {}
         for t in self.info.terms:
-            block = lam[offset:offset + t.q, offset:offset + t.q]
+            lam = self.lambda_blocks[t.block][t.offset:t.offset + t.q, t.offset:t.offset + t.q]
             count = seen.get(t.factor, 0)
             seen[t.factor] = count + 1
             name = t.factor if count == 0 else f"{t.factor}.{count}"
-            out.append((name, t.columns, self.sigma ** 2 * block @ block.T))
-            offset += t.q
+            out.append((name, t.columns, self.sigma ** 2 * lam @ lam.T))
         return out
 
     @cached_property
@@ -182,27 +182,28 @@ class LmerModel:
     @cached_property
     def ranef(self) -> dict[str, pd.DataFrame]:
         """Conditional modes per grouping factor (rows: levels) with their conditional sds (`condsd_*`)."""
-        G = self.info.n_groups
-        b = np.asarray(self._raw.est.b)[:G]
-        sd = np.sqrt(np.maximum(np.einsum("gii->gi", np.asarray(self._raw.est.b_cov)[:G]), 0.0))
-        names = self.z_names
-        index = pd.Index(self.info.levels, name=self.info.factor)
-        modes = pd.DataFrame(b, index=index, columns=names)
-        sds = pd.DataFrame(sd, index=index, columns=[f"condsd_{n}" for n in names])
-        return {self.info.factor: pd.concat([modes, sds], axis=1)}
+        out = {}
+        for k, f in enumerate(self.info.factors):
+            sd = np.sqrt(np.maximum(np.einsum("gii->gi", self._raw.mode_covs[k]), 0.0))
+            names = self.z_names(k)
+            index = pd.Index(f.levels, name=f.name)
+            modes = pd.DataFrame(self._raw.modes[k], index=index, columns=names)
+            sds = pd.DataFrame(sd, index=index, columns=[f"condsd_{n}" for n in names])
+            out[f.name] = pd.concat([modes, sds], axis=1)
+        return out
 
-    @property
-    def z_names(self) -> list[str]:
-        return [c for t in self.info.terms for c in t.columns]
+    def z_names(self, block: int = 0) -> list[str]:
+        """Names of the random-effect columns of factor block `block`."""
+        return [c for t in self.info.terms if t.block == block for c in t.columns]
 
     @cached_property
     def coef(self) -> dict[str, pd.DataFrame]:
         """lme4's coef(): fixed effects plus each group's conditional modes."""
         out = {}
-        for factor, re in self.ranef.items():
+        for k, (factor, re) in enumerate(self.ranef.items()):
             table = pd.DataFrame(np.tile(self.fixef.to_numpy(), (len(re), 1)), index=re.index,
                                  columns=self.fixef.index)
-            for name in self.z_names:
+            for name in self.z_names(k):
                 if name in table.columns:
                     table[name] += re[name]
                 else:
@@ -211,17 +212,19 @@ class LmerModel:
         return out
 
     # ---- predictions -----------------------------------------------------------------------
-    def _row_random_part(self, Z: np.ndarray, codes: np.ndarray) -> np.ndarray:
-        b = np.asarray(self._raw.est.b)[: self.info.n_groups]
-        known = codes >= 0
-        out = np.zeros(len(codes))
-        out[known] = np.einsum("nq,nq->n", Z[known], b[codes[known]])
+    def _row_random_part(self, Zs: list[np.ndarray], codes: list[np.ndarray]) -> np.ndarray:
+        """Σ_k Z_k b_k per row; rows whose level is unknown (code −1) get no random effect from that factor."""
+        out = np.zeros(len(codes[0]))
+        for b, Z, code in zip(self._raw.modes, Zs, codes):
+            known = code >= 0
+            out[known] += np.einsum("nq,nq->n", Z[known], b[code[known]])
         return out
 
     def fitted(self) -> pd.Series:
         """Xβ̂ + Zb̂ for the rows used in the fit (indexed as the data)."""
         info = self.info
-        values = info.X @ self.fixef.to_numpy() + self._row_random_part(info.Z, info.group_codes)
+        values = info.X @ self.fixef.to_numpy() + self._row_random_part([f.Z for f in info.factors],
+                                                                        [f.codes for f in info.factors])
         return pd.Series(values, index=info.row_index, name="fitted")
 
     def residuals(self) -> pd.Series:
@@ -235,19 +238,20 @@ class LmerModel:
             if re:
                 return fitted
             return pd.Series(self.info.X @ self.fixef.to_numpy(), index=self.info.row_index, name="fitted")
-        X, Z, codes, keep = self._new_matrices(newdata)
+        X, Zs, codes, keep = self._new_matrices(newdata)
         values = X @ self.fixef.to_numpy()
         if re:
-            values = values + self._row_random_part(Z, codes)
+            values = values + self._row_random_part(Zs, codes)
         out = np.full(len(newdata), np.nan)
         out[keep] = values
         return pd.Series(out, index=newdata.index, name="predicted")
 
     def _new_matrices(self, newdata: pd.DataFrame):
+        """X, per-factor Z and level codes (−1 for unseen levels) of new rows, and which rows are complete."""
         info = self.info
-        group_cols = list(info.parsed.random[0].group)
-        needed = [c for c in _spec_variables(info.fixed_spec) + [v for s, _ in info.random_specs
-                  for v in _spec_variables(s)] + group_cols if c != info.response]
+        needed = _spec_variables(info.fixed_spec) + [v for f in info.factors for spec, _ in f.specs
+                                                     for v in _spec_variables(spec)]
+        needed = [c for c in needed if c != info.response] + [c for f in info.factors for c in f.group]
         absent = [c for c in dict.fromkeys(needed) if c not in newdata.columns]
         if absent:
             raise DesignError(f"newdata lacks column {absent[0]!r} needed for prediction")
@@ -256,20 +260,23 @@ class LmerModel:
         fixed = info.fixed_spec.get_model_matrix(frame, na_action="ignore")
         X = np.asarray(fixed, dtype=float)[:, [i for i, n in enumerate(_r_names(fixed.columns))
                                                if n in info.fixed_names]]
-        Z = np.column_stack([np.asarray(spec.get_model_matrix(frame, na_action="ignore"), dtype=float)[:, list(cols)]
-                             for spec, cols in info.random_specs])
-        labels = factor_labels(frame, tuple(info.parsed.random[0].group))
-        lookup = {lvl: i for i, lvl in enumerate(info.levels)}
-        codes = np.array([lookup.get(lbl, -1) for lbl in labels], dtype=np.int64)
-        return X, Z, codes, keep
+        Zs, codes = [], []
+        for f in info.factors:
+            Zs.append(np.column_stack([np.asarray(spec.get_model_matrix(frame, na_action="ignore"),
+                                                  dtype=float)[:, list(cols)] for spec, cols in f.specs]))
+            lookup = {lvl: i for i, lvl in enumerate(f.levels)}
+            codes.append(np.array([lookup.get(lbl, -1) for lbl in factor_labels(frame, f.group)], dtype=np.int64))
+        return X, Zs, codes, keep
 
     @float64
     def simulate(self, nsim: int = 1, seed: int = 0) -> pd.DataFrame:
         """lme4's simulate(): nsim responses drawn from the fitted model (b ~ N(0, σ²ΛΛᵀ), ε ~ N(0, σ²))."""
         info = self.info
+        factors = info.factors
         ys = simulate_responses(jax.random.PRNGKey(seed), jnp.asarray(info.X @ self.fixef.to_numpy()),
-                                jnp.asarray(info.Z), jnp.asarray(info.group_codes), jnp.asarray(self.lambda_matrix),
-                                self.sigma, info.n_groups, nsim)
+                                tuple(jnp.asarray(f.Z) for f in factors), tuple(jnp.asarray(f.codes) for f in factors),
+                                tuple(jnp.asarray(lam) for lam in self.lambda_blocks), self.sigma,
+                                tuple(f.n_levels for f in factors), nsim)
         return pd.DataFrame(np.asarray(ys).T, index=info.row_index,
                             columns=[f"sim_{i + 1}" for i in range(nsim)])
 

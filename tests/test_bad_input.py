@@ -52,10 +52,11 @@ def test_formula_without_random_term_says_use_ols(sleep):
         hj.lmer("Reaction ~ Days", sleep)
 
 
-def test_several_grouping_factors_not_yet_supported():
-    data = hj.datasets.load("penicillin")
-    with pytest.raises(hj.NotYetSupportedError, match="plate, sample"):
-        hj.lmer("diameter ~ 1 + (1 | plate) + (1 | sample)", data)
+def test_nested_labels_treated_as_crossed_warn():
+    # Pastes: cask labels a, b, c repeat in every batch; (1|batch) + (1|cask) crosses them.
+    data = hj.datasets.load("pastes")
+    with pytest.warns(UserWarning, match=r"labels of 'cask' repeat across levels of 'batch'.*\(1 \| batch/cask\)"):
+        hj.lmer("strength ~ 1 + (1 | batch) + (1 | cask)", data)
 
 
 def test_aliased_column_dropped_with_warning(sleep):

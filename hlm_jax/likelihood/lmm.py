@@ -96,19 +96,29 @@ class PLS(NamedTuple):
     logdet_RX: jax.Array
 
 
+def factor_block(lam: jax.Array, ZtZ: jax.Array, ZtX: jax.Array, Zty: jax.Array):
+    """L_g, R_ZX,g and c_u,g of a block-diagonal factor: L_gL_gᵀ = ΛᵀZ_gᵀZ_gΛ + I."""
+    lamT = lam.T
+    L = linalg.cholesky(lamT @ ZtZ @ lam + jnp.eye(lam.shape[0]))
+    RZX = linalg.solve_lower(L, lamT @ ZtX)
+    cu = linalg.solve_lower(L, lamT @ Zty[..., None])[..., 0]
+    return L, RZX, cu
+
+
+def fixed_block(XtX: jax.Array, Xty: jax.Array, yty: jax.Array, RZX_RZX: jax.Array, RZX_cu: jax.Array,
+                cu_cu: jax.Array):
+    """R_X, c_β and r² once the random-effect rows are eliminated (their RZXᵀRZX, RZXᵀc_u, |c_u|²)."""
+    RX = linalg.cholesky(XtX - RZX_RZX)
+    cb = linalg.solve_lower(RX, (Xty - RZX_cu)[:, None])[:, 0]
+    return RX, cb, yty - cu_cu - jnp.sum(cb * cb)
+
+
 def decompose(theta: jax.Array, stats: Stats) -> PLS:
     """Blockwise Cholesky factorisation of the mixed-model equations at θ."""
     lam = relative_factor(theta, stats)
-    lamT = lam.T
-    M = lamT @ stats.ZtZ @ lam + jnp.eye(stats.q)
-    L = linalg.cholesky(M)
-    RZX = linalg.solve_lower(L, lamT @ stats.ZtX)
-    cu = linalg.solve_lower(L, (lamT @ stats.Zty[..., None]))[..., 0]
-    XtX = stats.XtX - jnp.einsum("gqi,gqj->ij", RZX, RZX)
-    Xty = stats.Xty - jnp.einsum("gqi,gq->i", RZX, cu)
-    RX = linalg.cholesky(XtX)
-    cb = linalg.solve_lower(RX, Xty[:, None])[:, 0]
-    r2 = stats.yty - jnp.sum(cu * cu) - jnp.sum(cb * cb)
+    L, RZX, cu = factor_block(lam, stats.ZtZ, stats.ZtX, stats.Zty)
+    RX, cb, r2 = fixed_block(stats.XtX, stats.Xty, stats.yty, jnp.einsum("gqi,gqj->ij", RZX, RZX),
+                             jnp.einsum("gqi,gq->i", RZX, cu), jnp.sum(cu * cu))
     return PLS(lam, L, RZX, cu, RX, cb, r2, 2.0 * jnp.sum(linalg.log_diag_sum(L)), 2.0 * linalg.log_diag_sum(RX))
 
 
@@ -150,11 +160,16 @@ def estimates(theta: jax.Array, stats: Stats, reml: jax.Array) -> Estimates:
     return Estimates(beta, jnp.sqrt(sigma2), vcov, b, b_cov, criterion(pls, stats.n, p, reml))
 
 
-def simulate_responses(key: jax.Array, mean: jax.Array, Z: jax.Array, group: jax.Array, lam: jax.Array,
-                       sigma: jax.Array, n_groups: int, nsim: int) -> jax.Array:
-    """nsim draws of y = Xβ + Z_g Λ u_g σ + σ ε with u, ε standard normal: (nsim, n)."""
-    key_u, key_e = jax.random.split(key)
-    u = jax.random.normal(key_u, (nsim, n_groups, lam.shape[0]), dtype=mean.dtype)
-    b = sigma * u @ lam.T
-    eps = sigma * jax.random.normal(key_e, (nsim, mean.shape[0]), dtype=mean.dtype)
-    return mean[None, :] + jnp.einsum("nq,snq->sn", Z, b[:, group, :]) + eps
+def simulate_responses(key: jax.Array, mean: jax.Array, Z, group, lam, sigma: jax.Array, n_groups, nsim: int):
+    """nsim draws of y = Xβ + Σ_k Z_k Λ_k u_k σ + σ ε with u, ε standard normal: (nsim, n).
+
+    Z, group, lam and n_groups are per grouping factor: arrays for one factor, tuples for several.
+    """
+    if not isinstance(Z, tuple):
+        Z, group, lam, n_groups = (Z,), (group,), (lam,), (n_groups,)
+    keys = jax.random.split(key, len(Z) + 1)
+    y = mean[None, :] + sigma * jax.random.normal(keys[0], (nsim, mean.shape[0]), dtype=mean.dtype)
+    for k_u, Zk, gk, lk, nk in zip(keys[1:], Z, group, lam, n_groups):
+        b = sigma * jax.random.normal(k_u, (nsim, nk, lk.shape[0]), dtype=mean.dtype) @ lk.T
+        y = y + jnp.einsum("nq,snq->sn", Zk, b[:, gk, :])
+    return y
