@@ -102,3 +102,12 @@ def test_insteval_crossed_matches_lme4():
     check_against_lme4(m, ref, fixef_rtol=1e-4, vc_rtol=1e-3)
     assert m.objective < ref["objective"]  # lme4 reports a failed gradient check here
     check_ranef(m, ref, rtol=1e-3)
+
+
+def test_too_large_dense_block_fails_early_naming_the_term(monkeypatch):
+    import hlm_jax.fit
+
+    monkeypatch.setattr(hlm_jax.fit, "DENSE_BYTES_LIMIT", 1000)
+    data = hj.datasets.load("penicillin")
+    with pytest.raises(hj.DesignError, match=r"dense 6 x 6 block \(term on 'sample': 6 levels x 1 columns\)"):
+        hj.lmer("diameter ~ 1 + (1 | plate) + (1 | sample)", data)
