@@ -15,7 +15,7 @@ import numpy as np
 from .design import Design, DesignError, bucket_length, with_response
 from .likelihood import crossed
 from .likelihood.lmm import Estimates, Stats, estimates, group_stats, objective
-from .optimize import NewtonState, minimize
+from .optimize import NewtonState, minimize, minimize_then_polish
 
 
 class RawFit(NamedTuple):
@@ -138,8 +138,9 @@ def _check_memory(Q2: int, E: int, n_pairs: int, others) -> None:
 @partial(jax.jit, static_argnames=("max_iter",))
 def fit_crossed(stats: crossed.CrossedStats, theta0: jax.Array, lower: jax.Array, reml: jax.Array,
                 max_iter: int = 200):
-    """`fit_stats` for several grouping factors: θ̂ and the estimates at θ̂."""
-    state = minimize(crossed.objective, theta0, lower, (stats, reml), max_iter=max_iter)
+    """`fit_stats` for several grouping factors: θ̂ and the estimates at θ̂. The dense Cholesky factor
+    makes a Hessian cost several gradients, so BFGS does most of the way and Newton finishes."""
+    state = minimize_then_polish(crossed.objective, theta0, lower, (stats, reml), max_iter=max_iter)
     return state, crossed.estimates(state.x, stats, reml)
 
 
