@@ -388,6 +388,7 @@ def _format_equations(spec: HlmSpec, cols: dict, symbols: dict, fixef: list[str]
         for name in fixef:
             sym, eq, path = symbols[name]
             by_eq.setdefault(eq, []).append((sym, path))
+        rand = [("r", f"{p}", a, "1") for p, a in enumerate(l1) if a in random_cols2]
         for p, a in enumerate(l1):
             term_a = _term_of(cols, spec.level1, a)
             eq2 = spec.level2[term_a]
@@ -396,10 +397,16 @@ def _format_equations(spec: HlmSpec, cols: dict, symbols: dict, fixef: list[str]
                           for sym, path in by_eq.get(f"β_{p}{q}", [])]
                 c2_term = _product(term_a, _term_of(cols, eq2, b))
                 u = f" + u_{p}{q}{sub3}" if c2_term in random3 else ""
+                if u:
+                    rand.append(("u", f"{p}{q}", a, b))
                 lines.append(f"  β_{p}{q}{sub3} = {' + '.join(pieces) if pieces else '0'}{u}")
         lines.append("Combined (mixed) model:")
         fixed = " + ".join(_product_text(symbols[n], sub1, sub2, sub3) for n in fixef)
-        lines.append(f"  {y}_{sub1} = {fixed} + (random parts) + e_{sub1}")
+        random_text = " + ".join(
+            "·".join([f"{letter}_{idx}{sub2 if letter == 'r' else sub3}"]
+                     + ([f"{a}_{sub1}"] if a != "1" else []) + ([f"{b}_{sub2}"] if b != "1" else []))
+            for letter, idx, a, b in sorted(rand, key=lambda r: r[0] != "u"))
+        lines.append(f"  {y}_{sub1} = {fixed}" + (f" + {random_text}" if random_text else "") + f" + e_{sub1}")
     lines.append(f"lme4 formula: {spec.formula}")
     return "\n".join(lines)
 

@@ -14,6 +14,7 @@ import pandas as pd
 from scipy import stats as sps
 
 from ..precision import float64
+from ..report import _table
 from ..results import fit_design
 
 
@@ -45,10 +46,14 @@ class AnovaResult:
         width = max(len(n) for n in self.table.index)
         for name, formula in zip(self.table.index, self.formulas):
             lines.append(f"{name.ljust(width)}: {formula}")
-        shown = self.table.copy()
-        text = shown.to_string(float_format=lambda v: f"{v:.4g}" if abs(v) < 1e-3 and v != 0 else f"{v:.2f}",
-                               na_rep="")
-        lines.append(text)
+        rows = [["", "npar", "AIC", "BIC", "logLik", "deviance", "Chisq", "Df", "Pr(>Chisq)"]]
+        for name, r in self.table.iterrows():
+            tested = np.isfinite(r["Chisq"])
+            rows.append([name, f"{int(r['npar'])}", f"{r['AIC']:.2f}", f"{r['BIC']:.2f}", f"{r['logLik']:.2f}",
+                         f"{r['deviance']:.2f}" if np.isfinite(r["deviance"]) else "",
+                         f"{r['Chisq']:.4f}" if tested else "", f"{int(r['Df'])}" if tested else "",
+                         f"{r['p']:.4g}" if tested and np.isfinite(r["p"]) else ""])
+        lines.append(_table(rows, ["l"] + ["r"] * 8))
         lines += self.notes
         return "\n".join(lines) + "\n"
 
@@ -106,7 +111,6 @@ def anova(*models, names: list[str] | None = None, refit: bool = True) -> AnovaR
         previous = m
     table = pd.DataFrame(rows, index=[names[i] for i in order])
     table["npar"] = table["npar"].astype(int)
-    table["Df"] = table["Df"].astype("Int64")
     notes = []
     if not refit_ml and any(m.reml for m in fits):
         notes.append("(REML criteria compared: valid only for models with the same fixed effects)")

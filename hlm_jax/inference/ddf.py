@@ -71,7 +71,10 @@ def evaluation_point(model, theta=None) -> Point:
     return Point(np.asarray(theta, float), float(est.sigma), beta0 + np.asarray(est.beta), np.asarray(est.vcov_beta))
 
 
-_estimates_jit = jax.jit(estimates_at)
+# Programs run once per model: XLA's backend optimisations cost more compile time than they save.
+ONCE = {"xla_backend_optimization_level": 0}
+
+_estimates_jit = jax.jit(estimates_at, compiler_options=ONCE)
 
 
 # ---- Satterthwaite -------------------------------------------------------------------------------
@@ -98,7 +101,7 @@ def covariance_of_beta(varpar: jax.Array, stats, reml: jax.Array) -> jax.Array:
     return (sigma / est.sigma) ** 2 * est.vcov_beta
 
 
-@jax.jit
+@partial(jax.jit, compiler_options=ONCE)
 def _satterthwaite_derivatives(varpar, stats, reml):
     H = jax.hessian(unprofiled_deviance)(varpar, stats, reml)
     J = jax.jacfwd(covariance_of_beta)(varpar, stats, reml)
@@ -233,7 +236,7 @@ def log_det_v_and_info(gamma: jax.Array, S, ZtX, XtX, n, rows, cols, params) -> 
     return logdet_V + jnp.linalg.slogdet(info)[1]
 
 
-@partial(jax.jit, static_argnames=("n",))
+@partial(jax.jit, static_argnames=("n",), compiler_options=ONCE)
 def _kr_derivatives(gamma, S, ZtX, XtX, rows, cols, params, n):
     args = (S, ZtX, XtX, rows, cols, params)
     P = jax.jacfwd(marginal_information)(gamma, *args)                 # (p, p, k)

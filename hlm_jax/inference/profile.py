@@ -35,7 +35,7 @@ from ..optimize import minimize
 from ..precision import float64
 from ..results import fit_design
 from ._likelihood import estimates_at, model_stats, n_and_p
-from .ddf import unprofiled_deviance
+from .ddf import ONCE, unprofiled_deviance
 
 BOUNDARY_COR = 1.0 - 1e-9
 
@@ -158,7 +158,7 @@ def _minimise_variance(psi0, mask, value, sizes, perms, stats):
     return state.x, state.f
 
 
-@partial(jax.jit, static_argnames=("sizes",))
+@partial(jax.jit, static_argnames=("sizes",), compiler_options=ONCE)
 def _variance_hessian(psi, sizes, perms, stats):
     f = lambda x: unprofiled_deviance(psi_to_varpar(x, sizes, perms), stats, jnp.zeros(()))
     return jax.hessian(f)(psi)
