@@ -297,9 +297,6 @@ class LmerModel:
         """Confidence intervals (columns lower, upper; rows named as lme4's confint(oldNames=FALSE)):
         method="wald" (fixed effects), "profile" (profile likelihood, all parameters; a REML fit is
         refitted by ML first, as lme4) or "boot" (parametric bootstrap: n=500, seed=0)."""
-        if str(method).lower() in ("boot", "bootstrap"):
-            from .batch import bootstrap
-            return bootstrap(self, n=kw.pop("n", 500), seed=kw.pop("seed", 0), **kw).confint(level)
         from .inference.profile import confint
         return confint(self, method, level, **kw)
 

@@ -363,5 +363,6 @@ def confint(model, method: str = "wald", level: float = 0.95, **kw) -> pd.DataFr
             raise NotImplementedError("confint(method='boot') needs hlm_jax.batch.bootstrap") from exc
         n = kw.pop("n", kw.pop("nsim", 500))
         seed = kw.pop("seed", 0)
-        return bootstrap(model, n=n, seed=seed, **kw).confint(level)
+        intervals = bootstrap(model, n=n, seed=seed, **kw).confint(level)
+        return intervals.reindex(model.varcorr_names() + ["sigma"] + list(model.fixef.index))  # lme4's row order
     raise ValueError(f"unknown confint method {method!r}; use 'wald', 'profile' or 'boot'")
