@@ -10,6 +10,7 @@ JAX setting is not changed. JAX's persistent compilation cache is switched on
 """
 from __future__ import annotations
 
+import importlib
 import os
 
 import jax
@@ -18,8 +19,23 @@ from . import datasets
 from .design import DesignError, NotYetSupportedError
 from .formula import FormulaError
 from .results import ConvergenceWarning, LmerModel, SingularFitWarning, lmer
-from .inference import AnovaResult, DifferentDataError, anova
-from .multilevel import HlmModel, center_within, compare_methods, group_mean, hausman_test, hlm
+
+# Later rooms (inference, the multilevel form, batches) load on first use: they pull in
+# scipy.stats and more, which a first `lmer` fit does not need.
+_LAZY = {
+    "anova": "inference", "AnovaResult": "inference", "DifferentDataError": "inference",
+    "hlm": "multilevel", "HlmModel": "multilevel", "group_mean": "multilevel", "center_within": "multilevel",
+    "hausman_test": "multilevel", "compare_methods": "multilevel",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        module = importlib.import_module(f".{_LAZY[name]}", __name__)
+        value = getattr(module, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'hlm_jax' has no attribute {name!r}")
 
 
 def _enable_compilation_cache() -> None:
