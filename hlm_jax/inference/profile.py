@@ -314,10 +314,12 @@ def profile_intervals(model, level: float = 0.95, which: list[str] | None = None
         zeta, psi_hat, slot, perms = prof.variance_zeta_fn(k)
         c_hat = float(psi_hat[slot])
         step = target * prof.variance_scale(psi_hat, slot, perms)
-        if kind == "cor":
-            to_natural = lambda c: float(c / np.sqrt(1 + c * c))
-            x_hat = to_natural(c_hat)
-            limits = (-1.0 / np.sqrt(1 - BOUNDARY_COR ** 2), 1.0 / np.sqrt(1 - BOUNDARY_COR ** 2))
+        if kind == "cor":  # searched on the correlation itself, which may sit at ±1
+            x_hat = float(c_hat / np.sqrt(1 + c_hat * c_hat))
+            step = step * (1 + c_hat * c_hat) ** -1.5  # dr/dz
+            step = float(np.clip(step, 1e-3, 0.5)) if np.isfinite(step) else 0.1
+            to_natural, c_hat = float, x_hat
+            limits = (-BOUNDARY_COR, BOUNDARY_COR)
             bounds = (-1.0, 1.0)
         else:
             to_natural = lambda c: float(np.exp(c))
