@@ -100,3 +100,11 @@ out(list(id = "ddf_two_factors", note = "lmerTest summary(m, ddf = ...), REML fi
          penicillin = ddf2("penicillin", "diameter ~ 1 + (1 | plate) + (1 | sample)"),
          pastes = ddf2("pastes", "strength ~ 1 + (1 | batch/cask)")),
     "ddf_two_factors.json")
+
+## Satterthwaite for an ML fit (lmerTest uses the ML deviance's Hessian) --------------------------
+m <- lmer(Reaction ~ Days + (Days | Subject), sleep, REML = FALSE)
+s <- summary(m, ddf = "Satterthwaite")$coef
+out(list(id = "sleepstudy_rs_ml_satterthwaite", data = "sleepstudy", formula = "Reaction ~ Days + (Days | Subject)",
+         REML = FALSE, theta = unname(getME(m, "theta")), objective = deviance(m),
+         df = as.list(s[, "df"]), p = as.list(s[, "Pr(>|t|)"]), se = as.list(s[, "Std. Error"])),
+    "sleepstudy_rs_ml_satterthwaite.json")
