@@ -180,6 +180,8 @@ def hlm_formula(level1: str, level2: Mapping[str, str] | None = None, group: str
             path = next((a, b) for c, a, b in two_level if c == c2)
             combined.append((c3, path + (s,)))
     fixed = " + ".join(c for c, _ in combined)
+    if all(c != "1" for c, _ in combined):
+        fixed = "0 + " + fixed  # no intercept anywhere: keep formulaic from adding one
     if not random2 and not rand3:
         raise FormulaError("the model has no random effect: give random= at least one level-1 coefficient")
     parts = []

@@ -10,6 +10,7 @@ import pytest
 
 import hlm_jax as hj
 from conftest import load_reference
+from hlm_jax import multilevel
 
 
 def rel_close(actual, expected, rtol, atol=0.0):
@@ -88,7 +89,7 @@ def test_hlm_summary_shows_level_equations_and_combined_model(hsb):
 
 
 def test_hlm_intercept_only_level2_and_missing_equations(hsb):
-    spec = hj.multilevel.hlm_formula("mathach ~ ses", group="school")  # both equations "~ 1", both random
+    spec = multilevel.hlm_formula("mathach ~ ses", group="school")  # both equations "~ 1", both random
     assert spec.formula == "mathach ~ 1 + ses + (1 + ses | school)"
     h = quiet_hlm(level1="mathach ~ ses", group="school", data=hsb, random=["(Intercept)"])
     assert h.spec.formula == "mathach ~ 1 + ses + (1 | school)"
@@ -106,9 +107,9 @@ def test_hlm_bad_specifications(hsb):
         hj.hlm(level1="mathach ~ ses", level2={"ses": "~ sector + (1 | school)"}, group="school", data=hsb)
     with pytest.raises(hj.FormulaError, match="no random effect"):
         hj.hlm(level1="mathach ~ ses", group="school", data=hsb, random=[])
-    spec = hj.multilevel.hlm_formula("mathach ~ 1", {"(Intercept)": "~ minrty"}, group="school")
+    spec = multilevel.hlm_formula("mathach ~ 1", {"(Intercept)": "~ minrty"}, group="school")
     with pytest.warns(UserWarning, match="'minrty' appears in a level-2 equation but varies within school"):
-        hj.multilevel._check_level_variables(spec, hsb)
+        multilevel._check_level_variables(spec, hsb)
 
 
 def _three_level_or_skip(fn):
@@ -233,3 +234,24 @@ def test_compare_methods_needs_one_slope():
         hj.compare_methods("normexam ~ standLRT + schavg", group="school", data=exam)
     with pytest.raises(hj.DesignError, match="'School' is not in the data"):
         hj.compare_methods("normexam ~ standLRT", group="School", data=exam)
+
+
+def test_hlm_formula_and_labels_without_fitting(hsb):
+    """Level-1 factors, level-2 interactions and intercept-free equations: the combined formula and the
+    γ label of each combined-model column (checked without fitting)."""
+    ml = multilevel
+    spec = ml.hlm_formula("mathach ~ ses + minrty", {"(Intercept)": "~ sector", "minrty": "~ sector"},
+                          group="school", random=["(Intercept)", "ses"])
+    assert spec.formula == "mathach ~ 1 + ses + minrty + sector + minrty:sector + (1 + ses | school)"
+    cols = ml._equation_columns(spec, hsb)
+    names = ["(Intercept)", "ses", "minrtyYes", "sectorPublic", "minrtyYes:sectorPublic"]
+    symbols = ml._gamma_symbols(spec, cols, names)
+    assert [symbols[n][0] for n in names] == ["γ_00", "γ_10", "γ_20", "γ_01", "γ_21"]
+    assert [symbols[n][1] for n in names] == ["β_0", "β_1", "β_2", "β_0", "β_2"]
+    text = ml._format_equations(spec, cols, symbols, names)
+    assert "β_1j = γ_10 + u_1j" in text and "β_2j = γ_20 + γ_21·sectorPublic_j\n" in text
+    spec = ml.hlm_formula("mathach ~ 0 + ses", {"ses": "~ 0 + sector"}, group="school")
+    assert spec.formula == "mathach ~ 0 + ses:sector + (0 + ses | school)"
+    spec = ml.hlm_formula("y ~ x", {"(Intercept)": "~ w"}, group=["class", "school"],
+                          level3={"(Intercept)": "~ z"}, random=["(Intercept)", "x"], random3=["(Intercept)"])
+    assert spec.formula == "y ~ 1 + x + w + z + (1 | school) + (1 + x | class:school)"
