@@ -518,8 +518,10 @@ class HausmanResult:
         h, c = self.hausman, self.contextual
         return (f"Within vs between {self.group} effect of {self.variable}\n"
                 + _table(rows, ["l", "r", "r"])
-                + f"\nHausman test (fixed vs random effects): chisq = {h['statistic']:.3f}, df = {h['df']}, "
-                  f"p = {h['p_value']:.4g}"
+                + (f"\nHausman test (fixed vs random effects): chisq = {h['statistic']:.3f}, df = {h['df']}, "
+                   f"p = {h['p_value']:.4g}" if np.isfinite(h["statistic"]) else
+                   "\nHausman test (fixed vs random effects): not defined here, the random-effects estimate is "
+                   "not more precise than the within one (V_FE − V_RE ≤ 0); use the contextual test")
                 + f"\nContextual effect (between − within): {c['estimate']:.4f} (SE {c['std_error']:.4f}), "
                   f"t = {c['statistic']:.3f}, df = {c['df']:.1f}, p = {c['p_value']:.4g}\n")
 

@@ -29,6 +29,7 @@ follow pbkrtest's Lb_ddf.
 """
 from __future__ import annotations
 
+import warnings
 from functools import partial
 from typing import NamedTuple
 
@@ -141,7 +142,12 @@ def satterthwaite_pieces(model, theta=None) -> Satterthwaite:
     varpar = jnp.asarray(np.append(point.theta, point.sigma))
     H, J = _satterthwaite_derivatives(varpar, stats, jnp.asarray(float(model.reml)))
     H, J = np.asarray(H), np.asarray(J)
-    return Satterthwaite(point, 2.0 * positive_part_inverse(H), J, np.linalg.eigvalsh((H + H.T) / 2))
+    eigenvalues = np.linalg.eigvalsh((H + H.T) / 2)
+    if np.any(eigenvalues < -1e-8):  # as lmerTest: the fit is not at a minimum of the deviance
+        warnings.warn(f"the deviance's Hessian in (θ, σ) has negative eigenvalue(s) "
+                      f"{', '.join(f'{v:.1e}' for v in eigenvalues[eigenvalues < -1e-8])}: the model may not have "
+                      "converged; Satterthwaite df use its positive part", RuntimeWarning, stacklevel=3)
+    return Satterthwaite(point, 2.0 * positive_part_inverse(H), J, eigenvalues)
 
 
 # ---- Kenward-Roger -------------------------------------------------------------------------------
