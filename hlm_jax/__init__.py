@@ -26,6 +26,8 @@ _LAZY = {
     "anova": "inference", "AnovaResult": "inference", "DifferentDataError": "inference",
     "hlm": "multilevel", "HlmModel": "multilevel", "group_mean": "multilevel", "center_within": "multilevel",
     "hausman_test": "multilevel", "compare_methods": "multilevel",
+    "lmlist": "batch", "bootstrap": "batch", "pb_test": "batch",
+    "BootstrapResult": "batch", "PBTest": "batch", "LmList": "batch", "BatchWarning": "batch",
 }
 
 
@@ -52,4 +54,5 @@ _enable_compilation_cache()
 __all__ = ["lmer", "LmerModel", "datasets", "FormulaError", "DesignError", "NotYetSupportedError",
            "ConvergenceWarning", "SingularFitWarning",
            "anova", "AnovaResult", "DifferentDataError", "hlm", "HlmModel", "group_mean", "center_within",
-           "hausman_test", "compare_methods"]
+           "hausman_test", "compare_methods",
+           "lmlist", "bootstrap", "pb_test", "BootstrapResult", "PBTest", "LmList", "BatchWarning"]

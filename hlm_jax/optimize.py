@@ -231,129 +231,122 @@ def as_numpy(state: NewtonState) -> NewtonState:
 
 
 # ---- many problems at once -------------------------------------------------------------------
-# A vmapped while_loop runs every problem until the slowest stops (BATCHING.md point 1). The batch
-# driver below instead takes a few Newton steps for the whole batch, then gathers the problems still
-# running into ever smaller fixed-size batches (jnp.nonzero(..., size=K)) and scatters them back.
-# Each step evaluates the derivatives once, at the point it moves to, and carries them in the state;
-# the trial points (the same ladder and escapes as `newton_step`) cost one objective evaluation each.
+# A vmapped while_loop runs every problem until the slowest one stops (BATCHING.md point 1), and
+# stages of ever smaller gathered batches compile the step once per stage. `minimize_queue` instead
+# keeps a fixed number of slots busy: each loop iteration takes one Newton step in every slot, writes
+# out the problems that finished and refills their slots from a queue, so the step compiles once and
+# no slot waits for a straggler while problems remain.
 
 
-class BatchState(NamedTuple):
-    """One problem of a batch: the point, f, ∇f and ∇²f there, and how the minimisation stands."""
+class SlotState(NamedTuple):
+    """One problem in a slot: the point, f there, the projected gradient at the last test, steps taken."""
 
     x: jax.Array
     f: jax.Array
-    g: jax.Array
-    H: jax.Array
     grad_norm: jax.Array
     iterations: jax.Array
     converged: jax.Array
     stalled: jax.Array
 
 
-def _free_hessian(x, g, H, lower):
-    free = ~((x <= lower) & (g > 0))
-    return free, jnp.where(free[:, None] & free[None, :], H, jnp.eye(x.size, dtype=x.dtype))
+def batch_newton_step(fun: Callable, derivs: Callable, s: SlotState, lower, args, gtol: float,
+                      max_step: float) -> SlotState:
+    """One projected Newton step of one problem (vmap it over slots); `derivs(x, *args)` gives (f, ∇f, ∇²f).
 
-
-def _batch_state(derivs: Callable, x, args, lower, gtol: float, iterations, moved) -> BatchState:
-    """Derivatives at x and the convergence test there: small projected gradient, no negative curvature."""
-    f, g, H = derivs(x, *args)
-    grad_norm = jnp.max(jnp.abs(projected_gradient(x, g, lower)))
-    _, Hf = _free_hessian(x, g, H, lower)
-    w = jnp.linalg.eigvalsh(Hf)
-    convex = w[0] >= -1e-8 * jnp.max(jnp.abs(w))
-    converged = (grad_norm <= gtol * jnp.maximum(1.0, jnp.abs(f))) & convex & jnp.isfinite(f)
-    return BatchState(x, f, g, H, grad_norm, iterations, converged, ~moved & ~converged)
-
-
-def batch_newton_step(fun: Callable, derivs: Callable, s: BatchState, lower, args, gtol: float,
-                      max_step: float) -> BatchState:
-    """One projected Newton step of one problem, from derivatives carried in `s` (vmap it over a batch).
-
-    The direction is `newton_step`'s (absolute eigenvalues of the free Hessian, capped at max_step);
-    all trial points are evaluated (branch-free) and the best taken. Near the optimum the criterion
-    is flat to rounding, so a tiny full step with a positive-definite Hessian is taken even without
-    a strict decrease. `derivs(x, *args)` returns (f, ∇f, ∇²f).
+    As `newton_step`: the derivatives come first and a point with a small projected gradient and no
+    negative curvature is marked converged (x stays); otherwise every trial point (the same ladder and
+    escapes) is evaluated, branch-free, and the best taken. Near the optimum the criterion is flat to
+    rounding: a tiny full Newton step that does not raise f beyond rounding is taken and the problem
+    stops there (stalled; `batch_converged` counts it converged when its gradient is small).
     """
     x = s.x
-    free, Hf = _free_hessian(x, s.g, s.H, lower)
-    gf = jnp.where(free, s.g, 0.0)
+    f, g, H = derivs(x, *args)
+    grad_norm = jnp.max(jnp.abs(projected_gradient(x, g, lower)))
+    free = ~((x <= lower) & (g > 0))
+    Hf = jnp.where(free[:, None] & free[None, :], H, jnp.eye(x.size, dtype=x.dtype))
+    gf = jnp.where(free, g, 0.0)
     w_raw, V = jnp.linalg.eigh(Hf)
-    w = jnp.maximum(jnp.abs(w_raw), 1e-10 * jnp.max(jnp.abs(w_raw)) + 1e-300)
+    scale = jnp.max(jnp.abs(w_raw))
+    convex = w_raw[0] >= -1e-8 * scale
+    small = (grad_norm <= gtol * jnp.maximum(1.0, jnp.abs(f))) & convex & jnp.isfinite(f)
+    w = jnp.maximum(jnp.abs(w_raw), 1e-10 * scale + 1e-300)
     d = -V @ ((V.T @ gf) / w)
     d = d * jnp.minimum(1.0, max_step / jnp.maximum(jnp.max(jnp.abs(d)), 1e-300))
-    alphas = jnp.asarray(STEP_LADDER, x.dtype)
     curvature = jnp.where(w_raw[0] < 0, V[:, 0] * free, 0.0)
     escape = jnp.asarray(ESCAPE_STEPS, x.dtype)
-    steps = jnp.concatenate([alphas[:, None] * d[None, :],
+    steps = jnp.concatenate([jnp.asarray(STEP_LADDER, x.dtype)[:, None] * d[None, :],
                              jnp.concatenate([escape, -escape])[:, None] * curvature[None, :]])
     trials = jnp.maximum(x[None, :] + steps, lower[None, :])
     f_trials = jax.vmap(lambda t: fun(t, *args))(trials)
     f_trials = jnp.where(jnp.isfinite(f_trials), f_trials, jnp.inf)
     best = jnp.argmin(f_trials)
-    improved = f_trials[best] < s.f
+    # A tiny Newton step: x is at the optimum to rounding, where f cannot resolve the remaining
+    # decrease. Take the full step unless it raises f beyond rounding, and stop there. Elsewhere a
+    # decrease must exceed rounding (1e-14 relative) to count, so noise cannot keep a problem going.
     tiny = jnp.max(jnp.abs(d)) <= 1e-7 * (1.0 + jnp.max(jnp.abs(x)))
-    flat = (w_raw[0] > 0) & tiny & (f_trials[0] <= s.f + 1e-12 * jnp.maximum(1.0, jnp.abs(s.f)))
+    final = ~small & tiny
+    flat = final & (f_trials[0] <= f + 1e-12 * jnp.maximum(1.0, jnp.abs(f)))
+    improved = (f_trials[best] < f - 1e-14 * jnp.maximum(1.0, jnp.abs(f))) & ~small & ~final
     x_new = jnp.where(improved, trials[best], jnp.where(flat, trials[0], x))
-    return _batch_state(derivs, x_new, args, lower, gtol, s.iterations + 1, improved | flat)
+    f_new = jnp.where(improved, f_trials[best], jnp.where(flat, f_trials[0], f))
+    return SlotState(x_new, f_new, grad_norm, s.iterations + 1, small, ~small & ~improved)
 
 
-def minimize_batch(fun: Callable, derivs: Callable, x0, lower, batched, make_args: Callable,
-                   max_iter: int = 200, gtol: float = 1e-10, max_step: float = 0.5,
-                   schedule: tuple = ((1, 5), (8, 10)), last: int = 64) -> BatchState:
-    """Minimise fun(x, *make_args(b)) subject to x ≥ lower for every problem b of a batch.
+def minimize_queue(fun: Callable, derivs: Callable, x0, lower, data, make_args: Callable, n_valid,
+                   width: int, max_iter: int = 200, gtol: float = 1e-10, max_step: float = 0.5) -> SlotState:
+    """Minimise fun(x, *make_args(data_j)) over x ≥ lower, from x0, for problems j < n_valid.
 
-    x0 (B, k); `batched` is a pytree whose leaves all have leading axis B. `schedule` lists
-    (divisor, steps): run up to `steps` Newton steps on the first B // divisor problems still
-    running (the whole batch for divisor 1); after it, the remaining problems go through rounds
-    of B // `last` at a time, each round run to the end (convergence, stall or max_iter).
-    Everything has a fixed shape, so the whole driver is one jit-compiled program.
+    `data` is a pytree with leading axis N (problems j ≥ n_valid are never loaded). `width` slots
+    step together; a finished problem (converged, stalled or at max_iter) is written out and its
+    slot refilled with the next problem in the queue. Returns the final SlotState of every problem
+    (leading axis N; problems never loaded keep x0 and are not converged). One jit-compilable
+    program: fixed shapes, no host round trips.
     """
-    B = x0.shape[0]
+    N = jax.tree_util.tree_leaves(data)[0].shape[0]
+    K = min(width, N)
+    x0 = jnp.maximum(x0, lower)
+    dtype = x0.dtype
 
-    def init(x, b):
-        x = jnp.maximum(x, lower)
-        return _batch_state(derivs, x, make_args(b), lower, gtol, jnp.zeros((), jnp.int32), jnp.ones((), bool))
+    def take(idx):
+        return jax.tree_util.tree_map(lambda a: jnp.take(a, idx, axis=0, mode="clip"), data)
 
-    def active(s):
-        return ~s.converged & ~s.stalled & (s.iterations < max_iter)
+    inf = jnp.asarray(jnp.inf, dtype)
+    blank = SlotState(jnp.broadcast_to(x0, (K,) + x0.shape), jnp.full((K,), inf), jnp.full((K,), inf),
+                      jnp.zeros((K,), jnp.int32), jnp.zeros((K,), bool), jnp.zeros((K,), bool))
+    out = SlotState(jnp.broadcast_to(x0, (N,) + x0.shape), jnp.full((N,), inf), jnp.full((N,), inf),
+                    jnp.zeros((N,), jnp.int32), jnp.zeros((N,), bool), jnp.zeros((N,), bool))
+    slot_idx = jnp.arange(K, dtype=jnp.int32)
+    valid = slot_idx < n_valid
+    start = (slot_idx, valid, jnp.minimum(K, n_valid).astype(jnp.int32), blank, take(slot_idx), out)
 
     def step(s, b):
         return batch_newton_step(fun, derivs, s, lower, make_args(b), gtol, max_step)
 
-    def run(s, b, n_steps):
-        def keep_going(c):
-            return (c[0] < n_steps) & jnp.any(active(c[1]))
+    def body(c):
+        idx, valid, next_j, slots, args, out = c
+        new = jax.vmap(step)(slots, args)
+        slots = jax.tree_util.tree_map(lambda a, o: jnp.where(_expand(valid, a), a, o), new, slots)
+        done = valid & (slots.converged | slots.stalled | (slots.iterations >= max_iter))
+        target = jnp.where(done, idx, N)
+        out = jax.tree_util.tree_map(lambda o, a: o.at[target].set(a, mode="drop"), out, slots)
+        rank = jnp.cumsum(done) - 1
+        candidate = (next_j + rank).astype(jnp.int32)
+        refill = done & (candidate < n_valid)
+        idx = jnp.where(refill, candidate, idx)
+        valid = (valid & ~done) | refill
+        next_j = jnp.minimum(next_j + jnp.sum(done), n_valid).astype(jnp.int32)
+        slots = jax.tree_util.tree_map(lambda a, b: jnp.where(_expand(refill, a), b, a), slots, blank)
+        loaded = take(idx)
+        args = jax.tree_util.tree_map(lambda a, b: jnp.where(_expand(refill, a), b, a), args, loaded)
+        return idx, valid, next_j, slots, args, out
 
-        def body(c):
-            i, s = c
-            new = jax.vmap(step)(s, b)
-            on = active(s)
-            return i + 1, jax.tree_util.tree_map(lambda a, o: jnp.where(_expand(on, a), a, o), new, s)
-
-        return jax.lax.while_loop(keep_going, body, (jnp.zeros((), jnp.int32), s))[1]
-
-    def gathered(s, K, n_steps):
-        idx = jnp.nonzero(active(s), size=K, fill_value=B)[0]
-        valid = idx < B
-        sub = jax.tree_util.tree_map(lambda a: jnp.take(a, idx, axis=0, mode="clip"), (s, batched))
-        sub_s = sub[0]._replace(converged=sub[0].converged | ~valid)
-        sub_s = run(sub_s, sub[1], n_steps)
-        return jax.tree_util.tree_map(lambda a, v: a.at[idx].set(v, mode="drop"), s, sub_s)
-
-    s = jax.vmap(init)(x0, batched)
-    for divisor, n_steps in schedule:
-        K = max(B // divisor, 1)
-        s = run(s, batched, n_steps) if K == B else gathered(s, K, n_steps)
-    K = max(B // last, 1)
-    return jax.lax.while_loop(lambda s: jnp.any(active(s)), lambda s: gathered(s, K, max_iter), s)
+    return jax.lax.while_loop(lambda c: jnp.any(c[1]), body, start)[5]
 
 
 def _expand(mask, a):
     return mask.reshape(mask.shape + (1,) * (a.ndim - 1))
 
 
-def batch_converged(s: BatchState, stall_tol: float = 1e-6) -> jax.Array:
+def batch_converged(s, stall_tol: float = 1e-6) -> jax.Array:
     """`summarize`'s rule per problem: converged, or stalled at a projected gradient below stall_tol·max(1, |f|)."""
     return s.converged | (s.stalled & (s.grad_norm <= stall_tol * jnp.maximum(1.0, jnp.abs(s.f))))

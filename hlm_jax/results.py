@@ -317,6 +317,13 @@ class LmerModel:
     def __repr__(self) -> str:
         return self.summary()
 
+    def bootstrap(self, n: int = 1000, seed: int = 0, **kw):
+        """Parametric bootstrap (lme4's bootMer): n refits to responses simulated from this fit, in one
+        batched program; see `hlm_jax.batch.bootstrap` (keywords: chunk, progress, max_iter)."""
+        from .batch import bootstrap
+
+        return bootstrap(self, n=n, seed=seed, **kw)
+
 
 def _spec_variables(spec) -> list[str]:
     return sorted(spec.required_variables)
