@@ -179,8 +179,12 @@ def main(argv=None) -> None:
             print(f"{'Rscript: library(lme4) + lmer':<40} skipped: Rscript with lme4 not found")
 
         if args.profile:
-            prof_cold = run_python(PROFILE, child_env(os.path.join(tmp, "profile")))[1]
-            prof_warm = run_python(PROFILE, child_env(os.path.join(tmp, "profile")))[1]
+            try:
+                prof_cold = run_python(PROFILE, child_env(os.path.join(tmp, "profile")))[1]
+                prof_warm = run_python(PROFILE, child_env(os.path.join(tmp, "profile")))[1]
+            except RuntimeError as exc:  # the breakdown uses hlm_jax.fit internals, which may move
+                print(f"\nstage breakdown failed (hlm_jax internals changed?): {str(exc).strip().splitlines()[-1]}")
+                return
             print(f"\nstage breakdown of one fresh process (s)\n{'stage':<48} {'cold':>7} {'warm':>7}")
             for stage in prof_cold:
                 print(f"{stage:<48} {prof_cold[stage]:7.3f} {prof_warm.get(stage, float('nan')):7.3f}")
