@@ -26,7 +26,7 @@ _LAZY = {
     "anova": "inference", "AnovaResult": "inference", "DifferentDataError": "inference",
     "hlm": "multilevel", "HlmModel": "multilevel", "group_mean": "multilevel", "center_within": "multilevel",
     "hausman_test": "multilevel", "compare_methods": "multilevel",
-    "lmlist": "batch", "bootstrap": "batch", "pb_test": "batch",
+    "lmlist": "batch", "bootstrap": "batch", "pb_test": "batch", "fit_many": "batch",
     "BootstrapResult": "batch", "PBTest": "batch", "LmList": "batch", "BatchWarning": "batch",
 }
 
@@ -55,4 +55,4 @@ __all__ = ["lmer", "LmerModel", "datasets", "FormulaError", "DesignError", "NotY
            "ConvergenceWarning", "SingularFitWarning",
            "anova", "AnovaResult", "DifferentDataError", "hlm", "HlmModel", "group_mean", "center_within",
            "hausman_test", "compare_methods",
-           "lmlist", "bootstrap", "pb_test", "BootstrapResult", "PBTest", "LmList", "BatchWarning"]
+           "lmlist", "bootstrap", "pb_test", "fit_many", "BootstrapResult", "PBTest", "LmList", "BatchWarning"]

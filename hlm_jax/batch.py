@@ -247,7 +247,12 @@ class Target:
     lam_rows: tuple = field(metadata=dict(static=True))
     lam_cols: tuple = field(metadata=dict(static=True))
 
-    def stats(self, Zty, Xty, yty) -> Stats:
+    def stats(self, *b) -> Stats:
+        """One problem's Stats from its y-dependent parts (Zᵀy, Xᵀy, yᵀy), or from all seven parts
+        (ZᵀZ, ZᵀX, Zᵀy, XᵀX, Xᵀy, yᵀy, n) when every problem has its own design."""
+        if len(b) == 7:
+            return Stats(*b, self.lam_rows, self.lam_cols)
+        Zty, Xty, yty = b
         return Stats(self.ZtZ, self.ZtX, Zty, self.XtX, Xty, yty, self.n, self.lam_rows, self.lam_cols)
 
 
@@ -529,6 +534,47 @@ def _run_simulated(simulator, targets, n, seed, chunk, progress, max_iter, desc,
             n_chunks += 1
     elapsed = time.perf_counter() - t0
     return merged, dict(seconds=elapsed, chunk=per_dev * len(jax.devices()), chunks=n_chunks,
+                        devices=len(jax.devices()))
+
+
+@partial(jax.jit, static_argnames=("width",))
+def _given_chunk(target: Target, data, valid, max_iter, width: int):
+    """Fit problems whose statistics are given (`data`: pytree, leading axis sharded over devices;
+    `valid` marks real problems, a prefix on every device)."""
+
+    def local(target, data, valid, max_iter):
+        return _fit_target(target, data, jnp.sum(valid), width, max_iter)
+
+    rep, spec = PartitionSpec(), PartitionSpec("batch")
+    return jax.shard_map(local, mesh=_mesh(), in_specs=(rep, spec, spec, rep), out_specs=spec,
+                         check_vma=False)(target, data, valid, max_iter)
+
+
+def _run_given(target: Target, data, n: int, chunk, progress, max_iter, desc, dims):
+    """Fit n problems with given statistics (numpy pytree, leading axis n), chunk by chunk."""
+    import time
+
+    per_dev = _chunk_size(n, _bytes_per_problem(*dims), chunk)
+    sharding = NamedSharding(_mesh(), PartitionSpec("batch"))
+    merged, first, n_chunks = None, 0, 0
+    t0 = time.perf_counter()
+    with _progress(n, progress, desc) as bar:
+        while first < n:
+            idx, size = _chunk_indices(first, per_dev, n)
+            real = idx < n
+            take = np.minimum(idx, n - 1)
+            piece = jax.tree_util.tree_map(lambda a: jax.device_put(np.asarray(a)[take], sharding), data)
+            out = _given_chunk(target, piece, jax.device_put(real, sharding), jnp.asarray(max_iter, jnp.int32),
+                               width=_width())
+            out = jax.tree_util.tree_map(np.asarray, out)
+            if merged is None:
+                merged = {name: np.empty((n,) + v.shape[1:], v.dtype) for name, v in out.items()}
+            for name, v in out.items():
+                merged[name][idx[real]] = v[real]
+            bar.update(int(real.sum()))
+            first += size
+            n_chunks += 1
+    return merged, dict(seconds=time.perf_counter() - t0, chunk=per_dev * len(jax.devices()), chunks=n_chunks,
                         devices=len(jax.devices()))
 
 
@@ -914,3 +960,198 @@ def lmlist(formula: str, data: pd.DataFrame, pool: bool = True) -> LmList:
     return LmList(pd.DataFrame(beta, index=index, columns=names), pd.DataFrame(se, index=index, columns=names),
                   pd.Series(sigma, index=index, name="sigma"), pd.Series(df, index=index, name="df_resid"),
                   pd.Series(sizes, index=index, name="nobs"), failed, float(pooled))
+
+
+# ---- one model, many data sets or responses -----------------------------------------------------
+
+def _used_variables(info) -> list[str]:
+    names = [info.response] + sorted(info.fixed_spec.required_variables)
+    for spec, _ in info.random_specs:
+        names += sorted(spec.required_variables)
+    names += list(info.parsed.random[0].group)
+    return list(dict.fromkeys(names))
+
+
+def _random_matrix(info, frame: pd.DataFrame) -> np.ndarray:
+    return np.column_stack([np.asarray(spec.get_model_matrix(frame, na_action="ignore"), dtype=float)[:, list(cols)]
+                            for spec, cols in info.random_specs])
+
+
+def _fixed_matrix(info, frame: pd.DataFrame) -> np.ndarray:
+    mm = info.fixed_spec.get_model_matrix(frame, na_action="ignore")
+    names = [r_name(c) for c in mm.columns]
+    missing = [n for n in info.fixed_names if n not in names]
+    if missing:
+        raise DesignError(f"fixed-effect column {missing[0]!r} of the first data set is missing in another")
+    return np.asarray(mm, dtype=float)[:, [names.index(n) for n in info.fixed_names]]
+
+
+def _check_frame(data, i: int, used: list[str]) -> pd.DataFrame:
+    if not isinstance(data, pd.DataFrame):
+        raise DesignError(f"data set {i} is a {type(data).__name__}, not a pandas DataFrame")
+    absent = [c for c in used if c not in data.columns]
+    if absent:
+        raise DesignError(f"data set {i} lacks column {absent[0]!r}")
+    frame = data[used]
+    return frame.loc[frame.notna().all(axis=1).to_numpy()]
+
+
+def _ols_per_problem(XtX: np.ndarray, Xty: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """β₀ per problem (m, p) and which problems have a full-rank X (R's lm rule, 1e-7 on column norms)."""
+    p = XtX.shape[-1]
+    ok = np.ones(len(XtX), bool)
+    beta = np.zeros((len(XtX), p))
+    for i in range(len(XtX)):
+        try:
+            L = np.linalg.cholesky(XtX[i])
+        except np.linalg.LinAlgError:
+            ok[i] = False
+            continue
+        if np.any(np.diag(L) ** 2 <= 1e-14 * np.maximum(np.diag(XtX[i]), 1e-300)):
+            ok[i] = False
+            continue
+        beta[i] = np.linalg.solve(XtX[i], Xty[i])
+    return beta, ok
+
+
+def _table(info, fixed_names, fixef, se, out, extra: dict) -> pd.DataFrame:
+    """One row per fit: fixed effects, their standard errors, σ, sds and correlations, objective, flags."""
+    columns = {name: fixef[:, j] for j, name in enumerate(fixed_names)}
+    columns.update({f"se_{name}": se[:, j] for j, name in enumerate(fixed_names)})
+    columns["sigma"] = out["sigma"]
+    vc = sd_cor(out["theta"], out["sigma"], info)
+    columns.update({name: vc[:, j] for j, name in enumerate(varcorr_names(info))})
+    columns["objective"] = out["objective"]
+    columns["converged"] = out["converged"]
+    columns["iterations"] = out["iterations"]
+    columns.update(extra)
+    return pd.DataFrame(columns)
+
+
+@float64
+def fit_many(formula: str, datasets, responses=None, REML: bool = True, chunk: int | None = None,
+             progress: bool | None = None, max_iter: int = 200) -> pd.DataFrame:
+    """Fit one model structure to many data sets, or to many responses, in one batched program.
+
+    `fit_many(formula, [df1, df2, ...])`: each DataFrame its own design (its own groups and rows);
+    the model matrices follow the first one's coding. `fit_many(formula, data, responses=Y)`: one
+    design, Y (n × m array, or DataFrame of m columns, rows as `data`) replacing the response.
+
+    Returns one row per fit: fixed effects, `se_<name>` (their standard errors), `sigma`, the sds
+    and correlations (lme4's confint(oldNames=FALSE) names), `objective` (REML criterion or
+    deviance), `converged`, `iterations`, and `nobs`/`ngroups`. Fits that cannot be made (X rank
+    deficient in that data set, fewer than two groups) are NaN rows with converged False, reported
+    in a warning.
+    """
+    if responses is not None:
+        return _fit_responses(formula, datasets, responses, REML, chunk, progress, max_iter)
+    if isinstance(datasets, pd.DataFrame):
+        raise TypeError("fit_many needs a list of DataFrames, or one DataFrame and responses= (an n × m array)")
+    datasets = list(datasets)
+    if not datasets:
+        raise ValueError("fit_many needs at least one data set")
+    template = build_design(formula, datasets[0])
+    info = template.info
+    _single_factor(template, "fit_many")
+    used = _used_variables(info)
+    frames = [_check_frame(d, i, used) for i, d in enumerate(datasets)]
+    m = len(frames)
+    sizes = np.array([len(f) for f in frames])
+    big = pd.concat(frames, ignore_index=True)
+    ds = np.repeat(np.arange(m), sizes)
+    y = big[info.response].to_numpy(dtype=float)
+    X, Z = _fixed_matrix(info, big), _random_matrix(info, big)
+    codes = np.zeros(len(big), np.int64)
+    for col in info.parsed.random[0].group:
+        c, labels = factor_codes(big[col])
+        codes = codes * len(labels) + c
+    keys, local = np.unique(ds * (codes.max() + 1) + codes, return_inverse=True)
+    key_ds = keys // (codes.max() + 1)
+    n_groups = np.bincount(key_ds, minlength=m)
+    local = local - np.searchsorted(key_ds, np.arange(m))[ds]
+    G, p, q = int(n_groups.max()), X.shape[1], Z.shape[1]
+    XtX = group_sums(ds, m, X, X)
+    beta0, ok = _ols_per_problem(XtX, group_sums(ds, m, X, y[:, None])[:, :, 0])
+    ok &= (n_groups >= 2) & (sizes > p)
+    yc = y - np.einsum("np,np->n", X, beta0[ds])
+    slot = ds * G + local
+    data = (group_sums(slot, m * G, Z, Z).reshape(m, G, q, q), group_sums(slot, m * G, Z, X).reshape(m, G, q, p),
+            group_sums(slot, m * G, Z, yc[:, None]).reshape(m, G, q), XtX,
+            group_sums(ds, m, X, yc[:, None])[:, :, 0], np.bincount(ds, yc * yc, minlength=m), sizes.astype(float))
+    if not ok.all():   # give the failed problems a harmless stand-in (a good one's statistics); NaN after
+        stand_in = int(np.flatnonzero(ok)[0]) if ok.any() else None
+        if stand_in is None:
+            raise DesignError("no data set can be fitted (rank-deficient X or fewer than two groups in every one)")
+        data = tuple(np.where(ok.reshape((m,) + (1,) * (a.ndim - 1)), a, a[stand_in]) for a in data)
+    layout = info.theta
+    empty = jnp.zeros((0,))
+    target = Target(empty, empty, empty, empty, jnp.asarray(layout.start(), dtype=float),
+                    jnp.asarray(layout.lower, dtype=float), jnp.asarray(float(REML)),
+                    tuple(int(i) for i in layout.rows), tuple(int(i) for i in layout.cols))
+    out, _ = _run_given(target, data, m, chunk, progress, max_iter, "fit_many", (G, q, p, True))
+    out = _blank_failed(out, ok)
+    fixef = beta0 + out["beta"]
+    fixef[~ok] = np.nan
+    table = _table(info, info.fixed_names, fixef, out["se"], out, {"nobs": sizes, "ngroups": n_groups})
+    _report_failed(table, ok, "data set")
+    return table
+
+
+def _blank_failed(out: dict, ok: np.ndarray) -> dict:
+    out = dict(out)
+    for name, v in out.items():
+        if name == "converged":
+            out[name] = v & ok
+        elif v.dtype.kind == "f":
+            v = v.copy()
+            v[~ok] = np.nan
+            out[name] = v
+    return out
+
+
+def _report_failed(table: pd.DataFrame, ok: np.ndarray, what: str) -> None:
+    bad = np.flatnonzero(~ok)
+    failed = int((~table["converged"].to_numpy()).sum())
+    if failed:
+        shown = ", ".join(str(table.index[i]) for i in bad[:5])
+        detail = f" ({len(bad)} could not be fitted: {shown}{', ...' if len(bad) > 5 else ''})" if len(bad) else ""
+        warnings.warn(f"{failed} of {len(table)} fits did not converge{detail}; they are flagged in 'converged'",
+                      BatchWarning, stacklevel=4)
+
+
+def _fit_responses(formula, data, responses, REML, chunk, progress, max_iter) -> pd.DataFrame:
+    if not isinstance(data, pd.DataFrame):
+        raise TypeError("with responses=, data must be one DataFrame")
+    names = list(responses.columns) if isinstance(responses, pd.DataFrame) else None
+    Y = np.asarray(responses, dtype=float)
+    if Y.ndim == 1:
+        Y = Y[:, None]
+    if Y.ndim != 2 or Y.shape[0] != len(data):
+        raise DesignError(f"responses must be an n × m array with n = {len(data)} rows (as data); got shape "
+                          f"{np.shape(responses)}")
+    parsed = parse_formula(formula)
+    frame = data if parsed.response in data.columns else data.assign(**{parsed.response: Y[:, 0]})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")   # the template's own response does not matter
+        design = build_design(formula, frame)
+    info = design.info
+    _single_factor(design, "fit_many")
+    keep = frame[_used_variables(info)].notna().all(axis=1).to_numpy()
+    if keep.sum() != info.nobs:
+        raise DesignError("cannot align the responses with the rows used")
+    Y = Y[keep]
+    if not np.all(np.isfinite(Y)):
+        raise DesignError("responses must be finite on the rows used (rows with missing predictors are dropped)")
+    X, Z, codes, G = info.X, info.Z, np.asarray(info.group_codes), info.n_groups
+    m = Y.shape[1]
+    B0 = np.linalg.lstsq(X, Y, rcond=None)[0]              # (p, m)
+    Yc = Y - X @ B0
+    data_y = (np.moveaxis(group_sums(codes, G, Z, Yc), -1, 0), (X.T @ Yc).T, np.sum(Yc * Yc, axis=0))
+    target = _target(X, Z, codes, G, info.theta, info.theta.start(), REML)
+    out, _ = _run_given(target, data_y, m, chunk, progress, max_iter, "fit_many", (G, info.q, info.p))
+    table = _table(info, info.fixed_names, B0.T + out["beta"], out["se"], out,
+                   {"nobs": np.full(m, info.nobs), "ngroups": np.full(m, G)})
+    if names is not None:
+        table.index = pd.Index(names)
+    _report_failed(table, np.ones(m, bool), "response")
+    return table

@@ -282,3 +282,119 @@ def test_pb_test_rejects_bad_pairs(nested, sleep):
         hj.pb_test(small, shifted, n=10)
     with pytest.raises(TypeError, match="fitted models"):
         hj.pb_test(small, "model", n=10)
+
+
+@pytest.mark.slow
+def test_pb_test_rejection_rate_under_the_null(sleep):
+    """200 data sets simulated from the small model (no Days effect): the bootstrap p-value rejects at
+    0.05 in 2%–9% of them (binomial sd 1.5%)."""
+    small_f, big_f = "Reaction ~ 1 + (Days | Subject)", FORMULA
+    null = hj.lmer(small_f, sleep, REML=False)
+    ys = null.simulate(nsim=200, seed=11).to_numpy()
+    p = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", hj.SingularFitWarning)
+        for i in range(200):
+            data = sleep.assign(Reaction=ys[:, i])
+            test = hj.pb_test(hj.lmer(small_f, data, REML=False), hj.lmer(big_f, data, REML=False), n=200, seed=i,
+                              progress=False)
+            assert test.n_failed == 0
+            p.append(test.p_boot)
+    rate = np.mean(np.array(p) <= 0.05)
+    assert 0.02 <= rate <= 0.09, rate
+
+
+# ---- fit_many --------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def simulated(model, sleep):
+    return model.simulate(nsim=40, seed=3)
+
+
+def test_fit_many_data_sets_equal_single_fits(simulated, sleep):
+    frames = [sleep.assign(Reaction=simulated.iloc[:, i].to_numpy()) for i in range(40)]
+    frames[5] = frames[5].iloc[::2]            # data sets may differ in rows ...
+    frames[9] = frames[9][frames[9]["Subject"] != 308]   # ... and groups
+    table = hj.fit_many(FORMULA, frames, progress=False)
+    assert len(table) == 40 and table["converged"].all()
+    assert list(table.columns[:5]) == ["(Intercept)", "Days", "se_(Intercept)", "se_Days", "sigma"]
+    assert list(table.columns[5:8]) == hj.lmer(FORMULA, sleep).varcorr_names()
+    assert table.loc[5, "nobs"] == 90 and table.loc[9, "ngroups"] == 17
+    for i in (0, 5, 9, 31):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", hj.SingularFitWarning)
+            single = hj.lmer(FORMULA, frames[i])
+        row = table.loc[i]
+        np.testing.assert_allclose(row["objective"], single.objective, rtol=1e-10)
+        np.testing.assert_allclose(row[["(Intercept)", "Days"]].to_numpy(float), single.fixef, rtol=1e-6)
+        np.testing.assert_allclose(row[["se_(Intercept)", "se_Days"]].to_numpy(float), single.std_errors, rtol=1e-5)
+        np.testing.assert_allclose(row["sigma"], single.sigma, rtol=1e-6)
+
+
+def test_fit_many_responses_equal_data_sets(simulated, sleep):
+    frames = [sleep.assign(Reaction=simulated.iloc[:, i].to_numpy()) for i in range(40)]
+    by_frames = hj.fit_many(FORMULA, frames, progress=False)
+    by_matrix = hj.fit_many(FORMULA, sleep, responses=simulated, progress=False)
+    assert list(by_matrix.index) == list(simulated.columns)
+    np.testing.assert_allclose(by_matrix.drop(columns="iterations").to_numpy(float),
+                               by_frames.drop(columns="iterations").to_numpy(float), rtol=1e-8, atol=1e-10)
+
+
+def test_fit_many_reports_data_sets_it_cannot_fit(sleep, simulated):
+    frames = [sleep.assign(Reaction=simulated.iloc[:, i].to_numpy()) for i in range(3)]
+    frames[1] = frames[1].assign(Days=0.0)          # X rank deficient in this data set only
+    with pytest.warns(batch.BatchWarning, match=r"1 of 3 fits did not converge \(1 could not be fitted: 1\)"):
+        table = hj.fit_many(FORMULA, frames, progress=False)
+    assert not table.loc[1, "converged"] and np.isnan(table.loc[1, "Days"])
+    assert table.loc[[0, 2], "converged"].all()
+
+
+def test_fit_many_bad_input(sleep):
+    with pytest.raises(TypeError, match="list of DataFrames"):
+        hj.fit_many(FORMULA, sleep)
+    with pytest.raises(hj.DesignError, match="data set 1 lacks column 'Days'"):
+        hj.fit_many(FORMULA, [sleep, sleep.drop(columns="Days")])
+    with pytest.raises(hj.DesignError, match="responses must be an n × m array"):
+        hj.fit_many(FORMULA, sleep, responses=np.zeros((10, 3)))
+
+
+# ---- several devices ---------------------------------------------------------------------------------------
+
+SHARDED = textwrap.dedent("""
+    import os, sys
+    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
+    import jax, numpy as np
+    import hlm_jax as hj
+    assert len(jax.devices()) == 4
+    d = hj.datasets.load("sleepstudy")
+    m = hj.lmer("Reaction ~ Days + (Days | Subject)", d)
+    if sys.argv[2] == "bootstrap":
+        boot = hj.bootstrap(m, n=2000, seed=0, progress=False)
+        assert boot.timing["devices"] == 4
+        np.savez(sys.argv[1], replicates=boot.replicates.to_numpy(), converged=boot.converged)
+    else:
+        many = hj.fit_many("Reaction ~ Days + (Days | Subject)", d, responses=m.simulate(nsim=40, seed=3),
+                           progress=False)
+        np.savez(sys.argv[1], table=many.drop(columns="iterations").to_numpy(float))
+""")
+
+
+def _on_four_devices(what: str, tmp_path) -> dict:
+    out = tmp_path / f"{what}.npz"
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    subprocess.run([sys.executable, "-c", SHARDED, str(out), what], check=True, env=env, timeout=600)
+    return dict(np.load(out))
+
+
+def test_bootstrap_sharded_over_four_devices_equals_one_device(boot, tmp_path):
+    sharded = _on_four_devices("bootstrap", tmp_path)
+    np.testing.assert_array_equal(sharded["converged"], boot.converged)
+    np.testing.assert_allclose(sharded["replicates"], boot.replicates.to_numpy(), rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.slow
+def test_fit_many_sharded_over_four_devices_equals_one_device(sleep, simulated, tmp_path):
+    sharded = _on_four_devices("fit_many", tmp_path)
+    many = hj.fit_many(FORMULA, sleep, responses=simulated, progress=False)
+    np.testing.assert_allclose(sharded["table"], many.drop(columns="iterations").to_numpy(float), rtol=1e-9,
+                               atol=1e-12)
