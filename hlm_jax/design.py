@@ -1,8 +1,8 @@
 """DataFrame + parsed formula → `Design`: padded per-group tensors and the metadata to read them.
 
 Rows are grouped by the levels of the (first) grouping factor and padded into
-size buckets (power-of-two lengths), so padding waste stays below 2x even when
-group sizes are very unequal. The tensors are a JAX pytree; everything needed
+size buckets (lengths 2^k or 1.5·2^k, as is the number of groups per bucket), so
+padding waste stays bounded even when group sizes are very unequal. The tensors are a JAX pytree; everything needed
 to name, label and map results back to rows lives in the static `DesignInfo`.
 """
 from __future__ import annotations
@@ -408,20 +408,27 @@ def _theta_layout(terms: tuple[ReTerm, ...]) -> ThetaLayout:
 
 
 def bucket_length(n: int) -> int:
-    """Padded length for a group of n rows: the next power of two."""
+    """The next power of two ≥ n (group slots of the statistics: few shapes, so compiled programs are reused)."""
     return 1 << max(int(n) - 1, 0).bit_length()
 
 
+def padded_length(n: int) -> int:
+    """Padded size for n rows (or groups) of a bucket: the next of 1, 2, 3, 4, 6, 8, 12, 16, 24, ...
+    (2^k and 1.5·2^k), so padding wastes less than 1.5x per axis while shapes stay few."""
+    power = bucket_length(n)
+    return power * 3 // 4 if power >= 4 and n <= power * 3 // 4 else power
+
+
 def _pad_into_buckets(X, Z, y, codes, n_groups) -> tuple[GroupBucket, ...]:
-    """Rows sorted by group, groups padded to power-of-two lengths, one bucket per length."""
+    """Rows sorted by group, groups padded to `padded_length` rows, one bucket per length."""
     sizes = np.bincount(codes, minlength=n_groups)
-    lengths = np.array([bucket_length(s) for s in sizes])
+    lengths = np.array([padded_length(s) for s in sizes])
     order = np.argsort(codes, kind="stable")
     starts = np.concatenate([[0], np.cumsum(sizes)])
     buckets = []
     for length in np.unique(lengths):
         groups = np.flatnonzero(lengths == length)
-        n_slots = bucket_length(len(groups))
+        n_slots = padded_length(len(groups))
         idx = np.zeros((n_slots, length), dtype=np.int64)
         mask = np.zeros((n_slots, length))
         for slot, g in enumerate(groups):

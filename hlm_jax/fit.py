@@ -46,7 +46,12 @@ def design_stats(design: Design, y: np.ndarray | None = None) -> tuple[Stats, np
                  lam_cols=tuple(int(i) for i in info.theta.cols[first])), beta0
 
 
-@partial(jax.jit, static_argnames=("max_iter",))
+# XLA's CPU fusion emitters make compile time dominate a single fit; the classic emitters compile the
+# same program in about half the time with no run-time cost (measured in benchmarks/bench_startup.py).
+SINGLE_FIT_OPTIONS = {"xla_cpu_use_fusion_emitters": False}
+
+
+@partial(jax.jit, static_argnames=("max_iter",), compiler_options=SINGLE_FIT_OPTIONS)
 def fit_stats(stats: Stats, theta0: jax.Array, lower: jax.Array, reml: jax.Array, max_iter: int = 200) -> RawFit:
     """Minimise the profiled criterion over θ ≥ lower and evaluate the estimates at θ̂."""
     state = minimize(objective, theta0, lower, (stats, reml), max_iter=max_iter)
@@ -135,7 +140,7 @@ def _check_memory(Q2: int, E: int, n_pairs: int, others) -> None:
             f"the limit is {DENSE_BYTES_LIMIT / 2**30:.0f} GiB")
 
 
-@partial(jax.jit, static_argnames=("max_iter",))
+@partial(jax.jit, static_argnames=("max_iter",), compiler_options=SINGLE_FIT_OPTIONS)
 def fit_crossed(stats: crossed.CrossedStats, theta0: jax.Array, lower: jax.Array, reml: jax.Array,
                 max_iter: int = 200):
     """`fit_stats` for several grouping factors: θ̂ and the estimates at θ̂. The dense Cholesky factor
