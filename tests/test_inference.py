@@ -307,3 +307,41 @@ def test_r2_nakagawa_random_slopes():
     rel_close(r2["marginal"], var_f / total, rtol=1e-4)
     rel_close(r2["conditional"], (var_f + var_r) / total, rtol=1e-4)
     rel_close(m.icc()["adjusted"], var_r / (var_r + var_e), rtol=1e-4)
+
+
+@pytest.mark.slow  # a profile of hsb plus direct Nelder-Mead minimisations (~40 s)
+def test_profile_of_a_singular_fit_against_direct_minimisation():
+    """hsb_full is singular (correlation 1); there lme4's profile intervals are off (its cor lower end
+    0.088 has ζ = 2.11 and its sd_ses upper end 0.502 has ζ = 1.11). Our end points are checked against
+    the deviance minimised directly over Λ = [[a, 0], [b, c]] and σ with the held value substituted."""
+    import jax
+    import jax.numpy as jnp
+    from scipy import optimize as spo
+
+    from hlm_jax.inference.ddf import unprofiled_deviance
+    from hlm_jax.inference.profile import _Profiler
+    from hlm_jax.results import fit_design
+
+    m, _ = case("hsb_full_reml")
+    ci = m.confint(method="profile", which=["cor_ses.(Intercept)|school", "sd_ses|school"])
+    with jax.enable_x64(True):
+        ml = fit_design(m.design, REML=False)
+        prof = _Profiler(ml)
+        dev = jax.jit(lambda vp: unprofiled_deviance(vp, prof.stats, jnp.zeros(())))
+
+        def direct_zeta(lam_of):  # lam_of(x) -> (a, b, c, sigma) on the held set
+            best = np.inf
+            rng = np.random.default_rng(0)
+            for _ in range(6):
+                x0 = np.array([ml.theta[0] * np.exp(rng.normal(scale=0.3)), rng.normal(), np.log(ml.sigma)])
+                res = spo.minimize(lambda x: float(dev(jnp.asarray(lam_of(x)))), x0, method="Nelder-Mead",
+                                   options=dict(xatol=1e-11, fatol=1e-11, maxiter=20000, maxfev=40000))
+                best = min(best, res.fun)
+            return np.sqrt(best - ml.objective)
+
+        r = ci.loc["cor_ses.(Intercept)|school", "lower"]
+        held_cor = lambda x: [x[0], r * np.exp(x[1]) / np.sqrt(1 - r * r), np.exp(x[1]), np.exp(x[2])]
+        s = ci.loc["sd_ses|school", "upper"]
+        held_sd = lambda x: [x[0], s / np.exp(x[2]) * np.cos(x[1]), s / np.exp(x[2]) * np.sin(x[1]), np.exp(x[2])]
+        rel_close([direct_zeta(held_cor), direct_zeta(held_sd)], [1.959964, 1.959964], rtol=1e-5)
+    assert ci.loc["cor_ses.(Intercept)|school", "upper"] == 1.0

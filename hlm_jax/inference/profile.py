@@ -11,12 +11,16 @@ and the interval is where ζ = ±z_{(1+level)/2}. lme4 steps along ζ and invert
 interpolating spline; here the end points are roots of ζ found directly (Brent's method),
 each ζ evaluation an exact-Hessian Newton minimisation warm-started from the last.
 
-Nuisance parameters are unconstrained: each term's covariance is diag(s) R diag(s) with
-log s free and R = CCᵀ, C lower triangular with rows w_i/|w_i|, w_i = (z_i1, …, z_i,i−1, 1);
-a correlation being profiled is moved to the (2, 1) place of C by permuting the term's
-columns, where it is the single coordinate z/√(1 + z²). The fixed effects are profiled
-exactly over β: holding β_j = b adds (b − β̂_j(θ))² / [(R_X R_Xᵀ)⁻¹]_jj to the penalised
-residual sum of squares at θ, which is then minimised over θ.
+Holding one variance parameter, the others are free in x = (θ, log σ), θ unbounded (the
+deviance depends on ΛΛᵀ only and is smooth in every entry of Λ, also where a variance is 0
+or a correlation ±1, which is where lme4's sd/cor scale has its edges): an sd σ|λ_k| is held
+by σ = value/|λ_k|, σ directly, a correlation cos∠(λ_k, λ_l) by rebuilding row k of Λ from
+its part orthogonal to row l (`held_varpar`). Each ζ is the better of two Newton runs, from
+the last solution and from it with the diagonal of Λ moved off 0. The fixed effects are
+profiled exactly over β: holding β_j = b adds (b − β̂_j(θ))² / [(R_X R_Xᵀ)⁻¹]_jj to the
+penalised residual sum of squares at θ, which is then minimised over θ ≥ its bounds.
+Correlations are searched on their own scale, sds and σ on the log scale (from 0 upwards
+for an sd estimated at 0).
 """
 from __future__ import annotations
 
@@ -30,14 +34,13 @@ import pandas as pd
 from scipy import optimize as spo
 from scipy import stats as sps
 
-from ..likelihood import linalg
 from ..optimize import minimize
 from ..precision import float64
 from ..results import fit_design
 from ._likelihood import estimates_at, model_stats, n_and_p
-from .ddf import ONCE, unprofiled_deviance
+from .ddf import _satterthwaite_derivatives, positive_part_inverse, unprofiled_deviance
 
-BOUNDARY_COR = 1.0 - 1e-9
+BOUNDARY_COR = 1.0 - 1e-6  # a correlation searched no closer to ±1 (ζ is flat there anyway)
 
 
 def _z_quantile(level: float) -> float:
@@ -59,10 +62,10 @@ def wald_intervals(model, level: float = 0.95) -> pd.DataFrame:
     return pd.DataFrame({"lower": lower, "upper": upper}, index=names + list(model.fixef.index))
 
 
-# ---- the parametrisation profiled over -----------------------------------------------------------
+# ---- the variance parameters, held one at a time ------------------------------------------------
 
-def _term_sizes(model) -> list[int]:
-    return [len(cols) for _, cols, _ in model.term_covariances()]
+SD, COR, SIGMA = 0, 1, 2
+RANDOM_STARTS = 8
 
 
 def _lower_tri(q: int) -> list[tuple[int, int]]:
@@ -70,98 +73,54 @@ def _lower_tri(q: int) -> list[tuple[int, int]]:
     return [(i, j) for j in range(q) for i in range(j, q)]
 
 
-def _correlation_factor(z_vals: jax.Array, q: int) -> jax.Array:
-    """C lower triangular with unit rows: row i is (z_i1, …, z_i,i−1, 1) normalised."""
-    C = jnp.eye(q, dtype=z_vals.dtype)
-    pos = 0
-    rows = [C[0]]
-    for i in range(1, q):
-        w = jnp.concatenate([z_vals[pos:pos + i], jnp.ones(1, z_vals.dtype), jnp.zeros(q - i - 1, z_vals.dtype)])
-        pos += i
-        rows.append(w / jnp.sqrt(jnp.sum(w * w)))
-    return jnp.stack(rows)
+def _safe_norm(v: jax.Array) -> jax.Array:
+    return jnp.sqrt(jnp.sum(v * v) + 1e-300)
 
 
-def psi_to_varpar(psi: jax.Array, sizes: tuple[int, ...], perms: jax.Array) -> jax.Array:
-    """ψ (per term: log sds, then the correlation coordinates; last: log σ) → varpar = (θ, σ).
+def held_varpar(x: jax.Array, kind, value, E_k: jax.Array, E_l: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """varpar = (θ, σ) on the set where one sd, correlation or σ equals `value`, from free x = (θ, log σ),
+    and a penalty that is 0 at every minimum and removes the directions the deviance ignores.
 
-    `perms` (one row per term, padded) orders each term's columns for its correlation factor."""
-    sigma = jnp.exp(psi[-1])
-    thetas = []
-    pos = 0
-    for t, q in enumerate(sizes):
-        logs = psi[pos:pos + q]
-        z = psi[pos + q:pos + q * (q + 1) // 2]
-        pos += q * (q + 1) // 2
-        if q == 1:
-            thetas.append(jnp.exp(logs) / sigma)
-            continue
-        perm = perms[t, :q]
-        inv = jnp.argsort(perm)
-        C = _correlation_factor(z, q)
-        R = (C @ C.T)[inv][:, inv]
-        s = jnp.exp(logs)
-        lam = linalg.cholesky(R * s[:, None] * s[None, :]) / sigma
-        thetas.append(jnp.stack([lam[i, j] for i, j in _lower_tri(q)]))
-    return jnp.concatenate(thetas + [sigma[None]])
-
-
-def _psi_index(sizes) -> list[tuple[str, int, int, int]]:
-    """For each profiled variance parameter (θ order, then sigma): (kind, term, i, j) and its ψ slot."""
-    out = []
-    pos = 0
-    for t, q in enumerate(sizes):
-        k_cor = 0
-        for i, j in _lower_tri(q):
-            if i == j:
-                out.append(("sd", t, i, j, pos + i))
-            else:
-                out.append(("cor", t, i, j, None))
-            k_cor += i != j
-        pos += q * (q + 1) // 2
-    out.append(("sigma", -1, 0, 0, pos))
-    return out
+    E_k (K × q_max) picks row k of the term's Λ out of θ (v = E_kᵀθ), E_l row l. The sd of row k is
+    σ|λ_k|: holding it, row k becomes (value/σ) v/|v| (penalty (|v|² − 1)² for the unused scale of v).
+    The correlation of rows k > l is cos∠(λ_k, λ_l): row k becomes α û_l + w from the part w of v
+    orthogonal to û_l, α = r|w|/√(1 − r²) (penalty (û_l·v)²). Holding σ leaves log σ unused (penalty
+    (log σ)²). θ itself is unbounded here: the deviance depends on ΛΛᵀ only and is smooth in Λ.
+    """
+    theta, log_sigma = x[:-1], x[-1]
+    is_sd, is_cor, is_sigma = kind == SD, kind == COR, kind == SIGMA
+    # the inputs of norms and quotients are constants where unused, so every derivative stays finite
+    v = jnp.where(is_sigma, 1.0, E_k.T @ theta)
+    lam_l = jnp.where(is_cor, E_l.T @ theta, 1.0)
+    r = jnp.where(is_cor, value, 0.0)
+    sigma = jnp.where(is_sigma, value, jnp.exp(log_sigma))
+    u = lam_l / _safe_norm(lam_l)
+    along = jnp.dot(u, v)
+    w = v - along * u
+    row_cor = r * _safe_norm(w) / jnp.sqrt(1.0 - r * r) * u + w
+    row_sd = jnp.where(is_sd, value, 1.0) / sigma * v / _safe_norm(v)
+    new_row = jnp.where(is_cor, row_cor, jnp.where(is_sd, row_sd, v))
+    theta = jnp.where(is_sigma, theta, theta + E_k @ (new_row - v))
+    norm2 = jnp.sum(v * v)
+    penalty = jnp.where(is_cor, along * along,
+                        jnp.where(is_sd, (norm2 - 1.0) ** 2, log_sigma * log_sigma))
+    return jnp.concatenate([theta, sigma[None]]), penalty
 
 
-def varpar_to_psi(covs: list[np.ndarray], sigma: float, perms: np.ndarray) -> np.ndarray:
-    """Inverse of psi_to_varpar from each term's covariance matrix (in the original column order)."""
-    psi = []
-    for t, cov in enumerate(covs):
-        q = cov.shape[0]
-        s = np.sqrt(np.maximum(np.diag(cov), 0.0))
-        s_safe = np.maximum(s, 1e-8 * max(sigma, 1e-300))
-        psi += list(np.log(s_safe))
-        if q == 1:
-            continue
-        R = cov / np.outer(s_safe, s_safe)
-        np.fill_diagonal(R, 1.0)
-        R = BOUNDARY_COR * R + (1 - BOUNDARY_COR) * np.eye(q)  # keep it positive definite
-        perm = perms[t, :q]
-        C = np.linalg.cholesky(R[np.ix_(perm, perm)])
-        for i in range(1, q):
-            psi += list(C[i, :i] / C[i, i])
-    psi.append(np.log(sigma))
-    return np.asarray(psi, float)
+def _variance_objective(x, kind, value, E_k, E_l, stats):
+    varpar, penalty = held_varpar(x, kind, value, E_k, E_l)
+    return unprofiled_deviance(varpar, stats, jnp.zeros(())) + penalty
 
 
-# ---- jit-compiled inner minimisations ------------------------------------------------------------
+@jax.jit
+def _minimise_variance(x0, lower, kind, value, E_k, E_l, stats):
+    """Minimise over x = (θ, log σ) ≥ lower from each start (rows of x0) at once."""
 
-def _variance_objective(free, mask, value, sizes, perms, stats):
-    psi = jnp.where(mask, value, free)
-    return unprofiled_deviance(psi_to_varpar(psi, sizes, perms), stats, jnp.zeros(()))
+    def one(start):
+        state = minimize(_variance_objective, start, lower, (kind, value, E_k, E_l, stats), max_iter=100)
+        return state.x, state.f
 
-
-@partial(jax.jit, static_argnames=("sizes",))
-def _minimise_variance(psi0, mask, value, sizes, perms, stats):
-    lower = jnp.full_like(psi0, -jnp.inf)
-    state = minimize(_variance_objective, psi0, lower, (mask, value, sizes, perms, stats), max_iter=100)
-    return state.x, state.f
-
-
-@partial(jax.jit, static_argnames=("sizes",), compiler_options=ONCE)
-def _variance_hessian(psi, sizes, perms, stats):
-    f = lambda x: unprofiled_deviance(psi_to_varpar(x, sizes, perms), stats, jnp.zeros(()))
-    return jax.hessian(f)(psi)
+    return jax.vmap(one)(x0)
 
 
 def fixed_profile_objective(theta, j, delta, stats):
@@ -190,62 +149,111 @@ class _Profiler:
         self.ml = ml
         self.stats, self.beta0 = model_stats(ml.design)
         self.base = ml.objective
-        self.covs = [cov for _, _, cov in ml.term_covariances()]
-        self.sizes = tuple(cov.shape[0] for cov in self.covs)
+        self.theta = np.asarray(ml.theta, float)
+        self.sizes = [len(cols) for _, cols, _ in ml.term_covariances()]
         self.qmax = max(self.sizes)
-        self.index = _psi_index(self.sizes)
+        self.params = []  # (kind, term, row k, row l) per variance parameter, in lme4's order
+        self.offsets = np.cumsum([0] + [q * (q + 1) // 2 for q in self.sizes])
+        for t, q in enumerate(self.sizes):
+            self.params += [(SD if i == j else COR, t, i, j) for i, j in _lower_tri(q)]
+        self.params.append((SIGMA, -1, 0, 0))
         self.lower_theta = jnp.asarray(ml.info.theta.lower)
         self.min_dev = self.base
+        self.x_hat = np.append(self.theta, np.log(ml.sigma))
+        self.lower_x = jnp.asarray(np.append(ml.info.theta.lower, -np.inf))  # diagonal of Λ ≥ 0, as in the fit
+        self._A = None
 
-    def _perms(self, term=None, i=None, j=None) -> np.ndarray:
-        perms = np.tile(np.arange(self.qmax), (len(self.sizes), 1))
-        if term is not None:
-            q = self.sizes[term]
-            rest = [c for c in range(q) if c not in (i, j)]
-            perms[term, :q] = [j, i] + rest
-        return perms
+    def row_picker(self, term: int, row: int) -> np.ndarray:
+        """E (K × q_max): λ_row of `term` = Eᵀθ."""
+        E = np.zeros((len(self.theta), self.qmax))
+        if term < 0:
+            return E
+        for e, (i, j) in enumerate(_lower_tri(self.sizes[term])):
+            if i == row:
+                E[self.offsets[term] + e, j] = 1.0
+        return E
+
+    def natural(self, k: int, varpar: np.ndarray) -> float:
+        """The sd, correlation or σ of parameter k at varpar = (θ, σ)."""
+        kind, term, i, j = self.params[k]
+        sigma = varpar[-1]
+        if kind == SIGMA:
+            return float(sigma)
+        lam_i = self.row_picker(term, i).T @ varpar[:-1]
+        if kind == SD:
+            return float(sigma * np.linalg.norm(lam_i))
+        lam_j = self.row_picker(term, j).T @ varpar[:-1]
+        denom = np.linalg.norm(lam_i) * np.linalg.norm(lam_j)
+        return float(lam_i @ lam_j / denom) if denom > 0 else 0.0
+
+    def _floor_diagonal(self, x: np.ndarray, fraction: float, minimum: float) -> np.ndarray:
+        out = x.copy()
+        for t, q in enumerate(self.sizes):
+            block = out[self.offsets[t]:self.offsets[t + 1]]
+            floor = max(fraction * np.max(np.abs(block)), minimum)
+            for e, (i, j) in enumerate(_lower_tri(q)):
+                if i == j:
+                    block[e] = max(abs(block[e]), floor)
+        return out
+
+    def starts(self, warm: np.ndarray) -> np.ndarray:
+        """Starting points for one ζ: the last solution; it with the diagonal of Λ off 0 (where a held
+        correlation's row has no part orthogonal to the other row, or an sd sits at 0, Newton cannot
+        leave); and the fit's optimum with every diagonal at least half the term's largest entry (with a
+        term near-unidentifiable, the held problem can have several minima: these reach the usual ones)."""
+        out = [warm, self._floor_diagonal(warm, 0.0, 0.05), self._floor_diagonal(self.x_hat, 0.0, 0.05),
+               self._floor_diagonal(self.x_hat, 0.5, 0.05)]
+        if max(self.sizes) >= 3:  # three or more correlated columns: also a few random starts (fixed seed)
+            rng = np.random.default_rng(20240501)
+            scale = np.concatenate([np.full(self.offsets[t + 1] - self.offsets[t], 0.3 * max(np.max(np.abs(
+                self.theta[self.offsets[t]:self.offsets[t + 1]])), 0.1)) for t in range(len(self.sizes))] + [[0.0]])
+            out += [self.x_hat + scale * rng.standard_normal(self.x_hat.size) for _ in range(RANDOM_STARTS)]
+        return np.stack(out)
 
     def variance_zeta_fn(self, k: int):
         """ζ as a function of the natural value (sd, correlation or sigma) of variance parameter k."""
-        kind, term, i, j, slot = self.index[k]
-        perms = self._perms(term, i, j) if kind == "cor" else self._perms()
-        psi_hat = varpar_to_psi(self.covs, self.ml.sigma, perms)
-        if kind == "cor":
-            slot = sum(q * (q + 1) // 2 for q in self.sizes[:term]) + self.sizes[term]  # z of C[1, 0]
-        mask = np.zeros(psi_hat.size, bool)
-        mask[slot] = True
-        start = {"psi": psi_hat}
-        perms_j = jnp.asarray(perms)
+        kind, term, i, j = self.params[k]
+        E_k, E_l = jnp.asarray(self.row_picker(term, i)), jnp.asarray(self.row_picker(term, j))
+        x_hat = self.natural(k, np.append(self.theta, self.ml.sigma))
+        # the row whose direction held_varpar normalises keeps a positive diagonal (the direction of a
+        # zero row is undefined); 1e-8 relative to σ is far below anything a deviance can resolve
+        lower = np.asarray(self.lower_x).copy()
+        if kind != SIGMA:
+            row = j if kind == COR else i
+            diagonal = self.offsets[term] + _lower_tri(self.sizes[term]).index((row, row))
+            lower[diagonal] = 1e-8
+        lower = jnp.asarray(lower)
+        start = {"x": self.x_hat.copy()}
 
-        def coordinate(x):
-            if kind == "cor":
-                r = np.clip(x, -BOUNDARY_COR, BOUNDARY_COR)
-                return r / np.sqrt(1 - r * r)
-            return np.log(max(x, 1e-300))
-
-        def zeta(x, x_hat):
-            c = coordinate(x)
-            psi0 = start["psi"].copy()
-            psi0[slot] = c
-            psi, f = _minimise_variance(jnp.asarray(psi0), jnp.asarray(mask), jnp.asarray(c), self.sizes, perms_j,
-                                        self.stats)
-            psi, f = np.asarray(psi), float(f)
-            if np.all(np.isfinite(psi)):
-                start["psi"] = psi
+        def zeta(x, x_ref=x_hat):
+            starts = self.starts(start["x"])
+            if kind == SIGMA:
+                starts[:, -1] = 0.0  # log σ is a dummy then (see held_varpar)
+            xs, fs = _minimise_variance(jnp.asarray(starts), lower, jnp.asarray(kind), jnp.asarray(float(x)),
+                                        E_k, E_l, self.stats)
+            fs = np.where(np.isfinite(np.asarray(fs)), np.asarray(fs), np.inf)
+            best = int(np.argmin(fs))
+            if np.isfinite(fs[best]):
+                start["x"] = np.asarray(xs)[best]
+            f = float(fs[best])
             self.min_dev = min(self.min_dev, f)
-            return np.sign(x - x_hat) * np.sqrt(max(f - self.base, 0.0))
+            return np.sign(x - x_ref) * np.sqrt(max(f - self.base, 0.0))
 
-        return zeta, psi_hat, slot, perms
+        return zeta, x_hat
 
-    def variance_scale(self, psi_hat, slot, perms) -> float:
-        """Approximate se of ψ_slot at the optimum (for the first bracketing step)."""
-        H = np.asarray(_variance_hessian(jnp.asarray(psi_hat), self.sizes, jnp.asarray(perms), self.stats))
-        try:
-            cov = 2.0 * np.linalg.inv(H)
-            se = float(np.sqrt(cov[slot, slot]))
-        except np.linalg.LinAlgError:
-            se = np.nan
-        return se if np.isfinite(se) and se > 0 else 0.1
+    def natural_se(self, k: int) -> float:
+        """Approximate se of parameter k (delta method on A = 2H⁻¹ of varpar), for the first step."""
+        if self._A is None:
+            varpar = jnp.asarray(np.append(self.theta, self.ml.sigma))
+            H, _ = _satterthwaite_derivatives(varpar, self.stats, jnp.zeros(()))
+            self._A = 2.0 * positive_part_inverse(np.asarray(H))
+        varpar = np.append(self.theta, self.ml.sigma)
+        h = 1e-6 * np.maximum(np.abs(varpar), 1e-3)
+        grad = np.array([(self.natural(k, varpar + h[m] * np.eye(len(varpar))[m])
+                          - self.natural(k, varpar - h[m] * np.eye(len(varpar))[m])) / (2 * h[m])
+                         for m in range(len(varpar))])
+        var = float(grad @ self._A @ grad)
+        return np.sqrt(var) if np.isfinite(var) and var > 0 else np.nan
 
     def fixed_zeta_fn(self, j: int):
         beta_hat = float(self.ml.fixef.iloc[j])
@@ -267,8 +275,12 @@ class _Profiler:
 def _end_point(zeta, to_natural, c_hat, step, target, sign, c_limit, x_hat, max_expand=40):
     """Natural value where |ζ| = target on side `sign`, searching in the coordinate c (root by Brent);
     None when ζ stays below target up to the boundary c_limit."""
-    def g(c):
-        return abs(zeta(to_natural(c), x_hat)) - target
+    seen = {c_hat: -target}
+
+    def g(c):  # remembered: the root finder must see the same values as the bracketing did
+        if c not in seen:
+            seen[c] = abs(zeta(to_natural(c), x_hat)) - target
+        return seen[c]
 
     inside, distance = c_hat, step
     for _ in range(max_expand):
@@ -310,29 +322,22 @@ def profile_intervals(model, level: float = 0.95, which: list[str] | None = None
     for k, name in enumerate(var_names):
         if name not in wanted:
             continue
-        kind = prof.index[k][0]
-        zeta, psi_hat, slot, perms = prof.variance_zeta_fn(k)
-        c_hat = float(psi_hat[slot])
-        step = target * prof.variance_scale(psi_hat, slot, perms)
-        if kind == "cor":  # searched on the correlation itself, which may sit at ±1
-            x_hat = float(c_hat / np.sqrt(1 + c_hat * c_hat))
-            step = step * (1 + c_hat * c_hat) ** -1.5  # dr/dz
-            step = float(np.clip(step, 1e-3, 0.5)) if np.isfinite(step) else 0.1
-            to_natural, c_hat = float, x_hat
-            limits = (-BOUNDARY_COR, BOUNDARY_COR)
-            bounds = (-1.0, 1.0)
-        else:
-            to_natural = lambda c: float(np.exp(c))
-            x_hat = to_natural(c_hat)
-            limits = (c_hat - 40.0, c_hat + 40.0)
-            bounds = (0.0, np.inf)
-            step = min(step, 1.0)  # at most a factor e in the sd for the first step
-        term, i = prof.index[k][1], prof.index[k][2]
-        at_boundary = kind == "sd" and prof.covs[term][i, i] <= (1e-6 * ml.sigma) ** 2
-        if at_boundary:  # the estimate is 0: search upwards on the sd itself
-            to_natural, c_hat, x_hat, step, limits = float, 0.0, 0.0, 0.25 * ml.sigma, (None, None)
-        lo = None if at_boundary else _end_point(zeta, to_natural, c_hat, step, target, -1, limits[0], x_hat)
-        hi = _end_point(zeta, to_natural, c_hat, step, target, +1, limits[1], x_hat)
+        kind = prof.params[k][0]
+        zeta, x_hat = prof.variance_zeta_fn(k)
+        se = prof.natural_se(k)
+        if kind == COR:  # searched on the correlation itself, which may sit at ±1
+            step = float(np.clip(target * se, 1e-3, 0.5)) if np.isfinite(se) else 0.1
+            to_natural, c_hat, limits, bounds = float, x_hat, (-BOUNDARY_COR, BOUNDARY_COR), (-1.0, 1.0)
+        elif x_hat <= 1e-6 * ml.sigma:  # an sd estimated at 0: search upwards on the sd itself
+            to_natural, c_hat, step, limits, bounds = float, 0.0, 0.25 * ml.sigma, (None, None), (0.0, np.inf)
+        else:  # sds and sigma: on the log scale
+            step = float(np.clip(target * se / x_hat, 0.01, 1.0)) if np.isfinite(se) else 0.3
+            to_natural, c_hat, limits, bounds = (lambda c: float(np.exp(c))), float(np.log(x_hat)), \
+                (np.log(x_hat) - 40.0, np.log(x_hat) + 40.0), (0.0, np.inf)
+        at_lower = (kind == SD and x_hat <= 1e-6 * ml.sigma) or (kind == COR and x_hat <= -BOUNDARY_COR)
+        at_upper = kind == COR and x_hat >= BOUNDARY_COR  # an estimate on the bound: that end is the bound
+        lo = None if at_lower else _end_point(zeta, to_natural, c_hat, step, target, -1, limits[0], x_hat)
+        hi = None if at_upper else _end_point(zeta, to_natural, c_hat, step, target, +1, limits[1], x_hat)
         rows[name] = (bounds[0] if lo is None else lo, bounds[1] if hi is None else hi)
     se = ml.std_errors.to_numpy()
     for j, name in enumerate(fixed_names):
