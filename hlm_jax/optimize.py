@@ -41,9 +41,10 @@ class OptSummary:
     grad_norm: float
     objective: float
     message: str
+    method: str = "projected Newton, exact gradient and Hessian"
 
     def __str__(self) -> str:
-        return (f"Newton (exact Hessian): {self.iterations} iterations, projected |grad|∞ = {self.grad_norm:.2e}, "
+        return (f"{self.method}: {self.iterations} iterations, projected |grad|∞ = {self.grad_norm:.2e}, "
                 f"{self.message}")
 
 
@@ -188,9 +189,7 @@ def _bfgs_step(fun: Callable, s: QuasiNewtonState, lower, args, gtol: float, max
     eye = jnp.eye(s.x.size, dtype=s.x.dtype)
     updated = (eye - rho * jnp.outer(step, change)) @ s.Binv @ (eye - rho * jnp.outer(change, step)) \
         + rho * jnp.outer(step, step)
-    first = s.iterations == 0
-    scaled = jnp.where(curvature > 1e-12, curvature / (change @ change), 1.0) * eye
-    Binv = jnp.where(curvature > 1e-12, jnp.where(first, scaled, updated), s.Binv)
+    Binv = jnp.where(curvature > 1e-12, updated, s.Binv)
     x_out = jnp.where(improved, x_new, s.x)
     f_out = jnp.where(improved, f_new, s.f)
     g_out = jnp.where(improved, g_new, s.g)
@@ -199,31 +198,35 @@ def _bfgs_step(fun: Callable, s: QuasiNewtonState, lower, args, gtol: float, max
 
 
 def minimize_then_polish(fun: Callable, x0, lower, args=(), max_iter: int = 200, gtol: float = 1e-10,
-                         bfgs_gtol: float = 1e-7, max_step: float = 0.5) -> NewtonState:
-    """Projected BFGS with exact gradients to near the optimum, then exact-Hessian Newton (`minimize`) to
+                         max_step: float = 0.5) -> NewtonState:
+    """Projected BFGS with exact gradients (started from the exact Hessian at x0, made positive definite)
+    to near the optimum, then exact-Hessian Newton (`minimize`) to
     finish and to check second-order conditions. For objectives whose Hessian costs many gradients
-    (a large dense Cholesky factor), this needs far fewer Hessians than Newton from the start."""
+    (a large dense Cholesky factor), this needs far fewer Hessians than Newton from the start: BFGS
+    runs to the same tolerance, so Newton usually confirms convergence with one Hessian."""
     x0 = jnp.maximum(x0, lower)
-    f0, g0 = jax.value_and_grad(fun)(x0, *args)
-    state = QuasiNewtonState(x0, f0, g0, jnp.eye(x0.size, dtype=x0.dtype), jnp.zeros((), jnp.int32),
-                             jnp.zeros((), bool))
+    g0, H0 = gradient_and_hessian(fun, x0, args)
+    w, V = jnp.linalg.eigh(H0)
+    Binv0 = V @ jnp.diag(1.0 / jnp.maximum(jnp.abs(w), 1e-8 * jnp.max(jnp.abs(w)) + 1e-300)) @ V.T
+    state = QuasiNewtonState(x0, fun(x0, *args), g0, Binv0, jnp.zeros((), jnp.int32), jnp.zeros((), bool))
     state = jax.lax.while_loop(lambda s: (s.iterations < max_iter) & ~s.done,
-                               lambda s: _bfgs_step(fun, s, lower, args, bfgs_gtol, max_step), state)
+                               lambda s: _bfgs_step(fun, s, lower, args, gtol, max_step), state)
     polished = minimize(fun, state.x, lower, args, max_iter=max_iter, gtol=gtol, max_step=max_step)
     return polished._replace(iterations=polished.iterations + state.iterations)
 
 
-def summarize(state: NewtonState, stall_tol: float = 1e-6) -> OptSummary:
+def summarize(state: NewtonState, stall_tol: float = 1e-6, method: str = OptSummary.method) -> OptSummary:
     """Turn a final state into a record; a stalled run with a small gradient counts as converged."""
     f = float(state.f)
     grad_norm = float(state.grad_norm)
+    iterations = int(state.iterations)
     if bool(state.converged):
-        return OptSummary(True, int(state.iterations), grad_norm, f, "converged")
+        return OptSummary(True, iterations, grad_norm, f, "converged", method)
     if bool(state.stalled) and grad_norm <= stall_tol * max(1.0, abs(f)):
-        return OptSummary(True, int(state.iterations), grad_norm, f,
-                          "converged (no further decrease at machine precision)")
+        return OptSummary(True, iterations, grad_norm, f, "converged (no further decrease at machine precision)",
+                          method)
     reason = "no step decreased the objective" if bool(state.stalled) else "iteration limit reached"
-    return OptSummary(False, int(state.iterations), grad_norm, f, f"NOT converged: {reason}")
+    return OptSummary(False, iterations, grad_norm, f, f"NOT converged: {reason}", method)
 
 
 def as_numpy(state: NewtonState) -> NewtonState:
@@ -249,13 +252,20 @@ class SlotState(NamedTuple):
     stalled: jax.Array
 
 
+# Trial steps of the batched step: shorter than STEP_LADDER/ESCAPE_STEPS (each trial is one objective
+# evaluation for every slot, about as much as the derivatives); nearly all steps take the full length.
+BATCH_LADDER = (1.0, 0.25, 0.05, 0.005)
+BATCH_ESCAPES = (0.1,)
+
+
 def batch_newton_step(fun: Callable, derivs: Callable, s: SlotState, lower, args, gtol: float,
-                      max_step: float) -> SlotState:
+                      max_step: float, ladder: tuple = BATCH_LADDER, escapes: tuple = BATCH_ESCAPES) -> SlotState:
     """One projected Newton step of one problem (vmap it over slots); `derivs(x, *args)` gives (f, ∇f, ∇²f).
 
     As `newton_step`: the derivatives come first and a point with a small projected gradient and no
-    negative curvature is marked converged (x stays); otherwise every trial point (the same ladder and
-    escapes) is evaluated, branch-free, and the best taken. Near the optimum the criterion is flat to
+    negative curvature is marked converged (x stays); otherwise every trial point (a ladder of step
+    lengths along the Newton direction, escapes along negative curvature) is evaluated, branch-free,
+    and the best taken. Near the optimum the criterion is flat to
     rounding: a tiny full Newton step that does not raise f beyond rounding is taken and the problem
     stops there (stalled; `batch_converged` counts it converged when its gradient is small).
     """
@@ -273,8 +283,8 @@ def batch_newton_step(fun: Callable, derivs: Callable, s: SlotState, lower, args
     d = -V @ ((V.T @ gf) / w)
     d = d * jnp.minimum(1.0, max_step / jnp.maximum(jnp.max(jnp.abs(d)), 1e-300))
     curvature = jnp.where(w_raw[0] < 0, V[:, 0] * free, 0.0)
-    escape = jnp.asarray(ESCAPE_STEPS, x.dtype)
-    steps = jnp.concatenate([jnp.asarray(STEP_LADDER, x.dtype)[:, None] * d[None, :],
+    escape = jnp.asarray(escapes, x.dtype)
+    steps = jnp.concatenate([jnp.asarray(ladder, x.dtype)[:, None] * d[None, :],
                              jnp.concatenate([escape, -escape])[:, None] * curvature[None, :]])
     trials = jnp.maximum(x[None, :] + steps, lower[None, :])
     f_trials = jax.vmap(lambda t: fun(t, *args))(trials)

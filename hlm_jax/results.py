@@ -52,7 +52,9 @@ class LmerModel:
         self.reml = reml
         self._raw = raw
         self._beta0 = beta0
-        self.opt: OptSummary = summarize(raw.state)
+        method = ("projected BFGS then Newton, exact gradient and Hessian" if len(self.info.factors) > 1
+                  else OptSummary.method)
+        self.opt: OptSummary = summarize(raw.state, method=method)
 
     # ---- estimates -------------------------------------------------------------------------
     @property

@@ -100,8 +100,34 @@ def _schur_update(W: jax.Array, stats: CrossedStats) -> jax.Array:
     return S + S.T - jnp.diag(jnp.diagonal(S))
 
 
-def decompose(theta: jax.Array, stats: CrossedStats):
-    """Blocked Cholesky factorisation at θ; returns (PLS of the whole model, extras for estimates)."""
+@jax.custom_jvp
+def logdet_and_quadratic_form(A: jax.Array, B: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """log|A| and BᵀA⁻¹B for symmetric positive-definite A (n × n) and B (n × m).
+
+    Its derivative rule uses A⁻¹ directly (d log|A| = tr(A⁻¹dA), d(BᵀA⁻¹B) = dBᵀX + XᵀdB − XᵀdA X
+    with X = A⁻¹B): about one extra factorisation's work, where differentiating through the
+    Cholesky factor costs many (what makes a large dense block's gradient expensive).
+    """
+    L = jnp.linalg.cholesky(A)
+    Y = solve_triangular(L, B, lower=True)
+    return 2.0 * linalg.log_diag_sum(L), Y.T @ Y
+
+
+@logdet_and_quadratic_form.defjvp
+def _logdet_and_quadratic_form_jvp(primals, tangents):
+    A, B = primals
+    dA, dB = tangents
+    L = jnp.linalg.cholesky(A)
+    Linv = solve_triangular(L, jnp.eye(A.shape[0], dtype=A.dtype), lower=True)
+    Ainv = Linv.T @ Linv
+    X = Ainv @ B
+    d_logdet = jnp.sum(Ainv * dA)
+    d_quad = dB.T @ X + X.T @ dB - X.T @ dA @ X
+    return (2.0 * linalg.log_diag_sum(L), B.T @ X), (d_logdet, d_quad)
+
+
+def _dense_system(theta: jax.Array, stats: CrossedStats):
+    """The first factor's pieces and the dense part's A₂₂ = L₂₂L₂₂ᵀ and Λ₂ᵀ(right-hand sides)."""
     first = stats.first
     lam1 = jnp.zeros((first.q, first.q), theta.dtype).at[
         jnp.array(first.lam_rows), jnp.array(first.lam_cols)].set(theta[jnp.array(stats.theta_first)])
@@ -109,26 +135,39 @@ def decompose(theta: jax.Array, stats: CrossedStats):
     lams = block_factors(theta, stats)
     T = linalg.solve_lower(L1, jnp.broadcast_to(lam1.T, L1.shape))  # L_g⁻¹Λ₁ᵀ
     W = linalg.mT(T) @ T
-    L22 = jnp.linalg.cholesky(_sandwich(stats.Z2tZ2 - _schur_update(W, stats), lams, stats) + jnp.eye(stats.Q2))
+    A22 = _sandwich(stats.Z2tZ2 - _schur_update(W, stats), lams, stats) + jnp.eye(stats.Q2)
     # L₂₁ [R_ZX,1 | c_u,1] = Λ₂ᵀ (Z₂ᵀZ₁) Λ₁ L₁⁻ᵀ L₁⁻¹ Λ₁ᵀ [Z₁ᵀX | Z₁ᵀy] = Λ₂ᵀ (Z₂ᵀZ₁) W [Z₁ᵀX | Z₁ᵀy]
     first_rhs = jnp.concatenate([first.ZtX, first.Zty[..., None]], axis=-1)
     rhs = jnp.concatenate([stats.Z2tX, stats.Z2ty[:, None]], axis=1) - _cross_times(W @ first_rhs, stats)
-    R2 = solve_triangular(L22, apply_lambda2_t(rhs, lams, stats), lower=True)
-    RZX2, cu2 = R2[:, :-1], R2[:, -1]
+    return lam1, L1, RZX1, cu1, lams, A22, apply_lambda2_t(rhs, lams, stats)
+
+
+def _assemble(first: Stats, lam1, L1, RZX1, cu1, logdet22, Q) -> PLS:
+    """The whole model's PLS pieces from the first factor's and the dense part's [R_ZX,2 c_u,2]ᵀ[R_ZX,2 c_u,2] = Q."""
     RX, cb, r2 = fixed_block(
         first.XtX, first.Xty, first.yty,
-        jnp.einsum("gqi,gqj->ij", RZX1, RZX1) + RZX2.T @ RZX2,
-        jnp.einsum("gqi,gq->i", RZX1, cu1) + RZX2.T @ cu2,
-        jnp.sum(cu1 * cu1) + jnp.sum(cu2 * cu2))
-    logdet = 2.0 * jnp.sum(linalg.log_diag_sum(L1)) + 2.0 * linalg.log_diag_sum(L22)
-    pls = PLS(lam1, L1, RZX1, cu1, RX, cb, r2, logdet, 2.0 * linalg.log_diag_sum(RX))
-    return pls, (lams, L22, RZX2, cu2)
+        jnp.einsum("gqi,gqj->ij", RZX1, RZX1) + Q[:-1, :-1],
+        jnp.einsum("gqi,gq->i", RZX1, cu1) + Q[:-1, -1],
+        jnp.sum(cu1 * cu1) + Q[-1, -1])
+    logdet = 2.0 * jnp.sum(linalg.log_diag_sum(L1)) + logdet22
+    return PLS(lam1, L1, RZX1, cu1, RX, cb, r2, logdet, 2.0 * linalg.log_diag_sum(RX))
+
+
+def decompose(theta: jax.Array, stats: CrossedStats):
+    """Blocked Cholesky factorisation at θ; returns (PLS of the whole model, extras for estimates)."""
+    lam1, L1, RZX1, cu1, lams, A22, rhs = _dense_system(theta, stats)
+    L22 = jnp.linalg.cholesky(A22)
+    R2 = solve_triangular(L22, rhs, lower=True)
+    pls = _assemble(stats.first, lam1, L1, RZX1, cu1, 2.0 * linalg.log_diag_sum(L22), R2.T @ R2)
+    return pls, (lams, L22, R2[:, :-1], R2[:, -1])
 
 
 def objective(theta: jax.Array, stats: CrossedStats, reml: jax.Array) -> jax.Array:
-    """The profiled REML criterion or ML deviance as a function of θ."""
-    pls, _ = decompose(theta, stats)
-    return criterion(pls, stats.first.n, stats.first.p, reml)
+    """The profiled REML criterion or ML deviance as a function of θ (the dense part through
+    `logdet_and_quadratic_form`, whose derivatives are cheap)."""
+    lam1, L1, RZX1, cu1, _, A22, rhs = _dense_system(theta, stats)
+    logdet22, Q = logdet_and_quadratic_form(A22, rhs)
+    return criterion(_assemble(stats.first, lam1, L1, RZX1, cu1, logdet22, Q), stats.first.n, stats.first.p, reml)
 
 
 def estimates(theta: jax.Array, stats: CrossedStats, reml: jax.Array) -> tuple[Estimates, jax.Array, tuple]:
