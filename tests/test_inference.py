@@ -280,6 +280,20 @@ def test_confint_profile_single_parameter_and_level():
         m.confint(method="bayes")
 
 
+def test_confint_boot_is_the_bootstrap_in_lme4_row_order():
+    """method="boot" is hlm_jax.batch.bootstrap's percentile intervals (its own tests compare it with
+    lme4's bootMer), laid out as the other methods: lme4's rows, columns lower and upper."""
+    from hlm_jax.batch import bootstrap
+
+    m, ref = case("sleepstudy_rs_reml")
+    ci = m.confint(method="boot", n=200, seed=3, level=0.9)
+    assert list(ci.index) == ref["confint_profile"]["names"] and list(ci.columns) == ["lower", "upper"]
+    direct = bootstrap(m, n=200, seed=3).confint(0.9)
+    rel_close(ci, direct.loc[ci.index], rtol=1e-12)
+    estimates = pd.concat([pd.Series({"sigma": m.sigma}), m.fixef])
+    assert ((ci.loc[estimates.index, "lower"] < estimates) & (estimates < ci.loc[estimates.index, "upper"])).all()
+
+
 # ---- variance decomposition ----------------------------------------------------------------------
 
 def test_icc_of_a_random_intercept_model():
