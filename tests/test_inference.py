@@ -359,3 +359,14 @@ def test_profile_of_a_singular_fit_against_direct_minimisation():
         held_sd = lambda x: [x[0], s / np.exp(x[2]) * np.cos(x[1]), s / np.exp(x[2]) * np.sin(x[1]), np.exp(x[2])]
         rel_close([direct_zeta(held_cor), direct_zeta(held_sd)], [1.959964, 1.959964], rtol=1e-5)
     assert ci.loc["cor_ses.(Intercept)|school", "upper"] == 1.0
+
+
+@pytest.mark.slow  # two profiles of several-factor models (~20 s each on 2 cores, cold)
+@pytest.mark.parametrize("name", ["pastes", "penicillin"])
+def test_confint_profile_two_grouping_factors(name):
+    expected = load_reference("confint_profile_two_factors")[name]
+    m = _two_factor_fit(name, expected["formula"])
+    ci = m.confint(method="profile")
+    assert list(ci.index) == expected["names"]
+    rel_close(ci["lower"], expected["lower"], rtol=1e-3, atol=1e-8)
+    rel_close(ci["upper"], expected["upper"], rtol=1e-3)

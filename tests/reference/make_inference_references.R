@@ -108,3 +108,9 @@ out(list(id = "sleepstudy_rs_ml_satterthwaite", data = "sleepstudy", formula = "
          REML = FALSE, theta = unname(getME(m, "theta")), objective = deviance(m),
          df = as.list(s[, "df"]), p = as.list(s[, "Pr(>|t|)"]), se = as.list(s[, "Std. Error"])),
     "sleepstudy_rs_ml_satterthwaite.json")
+
+## Profile intervals with two grouping factors ----------------------------------------------------
+out(list(id = "confint_profile_two_factors", note = "lme4 confint(m, method = 'profile', oldNames = FALSE), REML fits",
+         pastes = prof("pastes", "strength ~ 1 + (1 | batch/cask)"),
+         penicillin = prof("penicillin", "diameter ~ 1 + (1 | plate) + (1 | sample)")),
+    "confint_profile_two_factors.json")
