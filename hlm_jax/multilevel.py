@@ -460,7 +460,7 @@ def hlm(level1: str, level2: Mapping[str, str] | None = None, group: str | Seque
 
 def _group_keys(data: pd.DataFrame, group: str | Sequence[str]) -> list[str]:
     keys = [group] if isinstance(group, str) else list(group)
-    missing = [k for k in keys + [] if k not in data.columns]
+    missing = [k for k in keys if k not in data.columns]
     if missing:
         raise DesignError(f"column {missing[0]!r} is not in the data (columns: {', '.join(map(str, data.columns))})")
     return keys

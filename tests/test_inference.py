@@ -370,3 +370,14 @@ def test_confint_profile_two_grouping_factors(name):
     assert list(ci.index) == expected["names"]
     rel_close(ci["lower"], expected["lower"], rtol=1e-3, atol=1e-8)
     rel_close(ci["upper"], expected["upper"], rtol=1e-3)
+
+
+def test_kenward_roger_two_terms_on_one_factor():
+    """(Days || Subject): two uncorrelated terms; pbkrtest's vcovAdj and Lb_ddf (lmerTest itself falls back
+    to Satterthwaite for this model)."""
+    ref = load_reference("sleepstudy_uncorr_kr")
+    m = fit(ref["formula"], ref["data"])
+    kr = kenward_roger(m)
+    rel_close(kr["df"], list(ref["df"].values()), rtol=1e-3)
+    rel_close(kr["std_error"], list(ref["se"].values()), rtol=1e-4)
+    rel_close(ddf_mod.kenward_roger_pieces(m).vcov_adj, ref["vcov_adj"], rtol=1e-4)

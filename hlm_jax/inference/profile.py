@@ -25,7 +25,6 @@ for an sd estimated at 0).
 from __future__ import annotations
 
 import warnings
-from functools import partial
 
 import jax
 import jax.numpy as jnp

@@ -114,3 +114,13 @@ out(list(id = "confint_profile_two_factors", note = "lme4 confint(m, method = 'p
          pastes = prof("pastes", "strength ~ 1 + (1 | batch/cask)"),
          penicillin = prof("penicillin", "diameter ~ 1 + (1 | plate) + (1 | sample)")),
     "confint_profile_two_factors.json")
+
+## Kenward-Roger with two uncorrelated terms on one factor, from pbkrtest directly ----------------
+## (lmerTest's summary(m, ddf = "Kenward-Roger") falls back to Satterthwaite for this model)
+m <- lme4::lmer(Reaction ~ Days + (Days || Subject), sleep)
+v <- pbkrtest::vcovAdj(m)
+out(list(id = "sleepstudy_uncorr_kr", data = "sleepstudy", formula = "Reaction ~ Days + (Days || Subject)",
+         REML = TRUE, note = "pbkrtest::vcovAdj and pbkrtest::Lb_ddf per fixed effect",
+         df = list("(Intercept)" = pbkrtest::Lb_ddf(c(1, 0), vcov(m), v), Days = pbkrtest::Lb_ddf(c(0, 1), vcov(m), v)),
+         se = as.list(sqrt(diag(as.matrix(v)))), vcov_adj = as.matrix(v)),
+    "sleepstudy_uncorr_kr.json")
