@@ -64,6 +64,26 @@ class ReTerm:
         return len(self.columns)
 
 
+def term_group_names(terms: tuple[ReTerm, ...]) -> list[str]:
+    """lme4's group name of each term: the factor, then `factor.1`, `factor.2` for further terms on it."""
+    names, seen = [], {}
+    for t in terms:
+        count = seen.get(t.factor, 0)
+        seen[t.factor] = count + 1
+        names.append(t.factor if count == 0 else f"{t.factor}.{count}")
+    return names
+
+
+def varcorr_names(terms: tuple[ReTerm, ...]) -> list[str]:
+    """Names of the sds and correlations as lme4's confint(oldNames = FALSE) writes them, in θ order."""
+    names = []
+    for t, name in zip(terms, term_group_names(terms)):
+        for j in range(t.q):
+            for i in range(j, t.q):
+                names.append(f"sd_{t.columns[i]}|{name}" if i == j else f"cor_{t.columns[i]}.{t.columns[j]}|{name}")
+    return names
+
+
 @dataclass(frozen=True)
 class FactorBlock:
     """All random terms on one grouping factor: its levels, each row's level code, and Z (n × q)."""

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from .design import Design, DesignError, build_design, factor_labels, r_name
+from .design import Design, DesignError, build_design, factor_labels, r_name, term_group_names, varcorr_names
 from .fit import ModelFit, fit_model
 from .likelihood.lmm import simulate_responses
 from .optimize import OptSummary, summarize
@@ -148,12 +148,9 @@ class LmerModel:
 
     def term_covariances(self) -> list[tuple[str, tuple[str, ...], np.ndarray]]:
         """(lme4 group name, column names, covariance matrix) per random term, in lme4's order."""
-        out, seen = [], {}
-        for t in self.info.terms:
+        out = []
+        for t, name in zip(self.info.terms, term_group_names(self.info.terms)):
             lam = self.lambda_blocks[t.block][t.offset:t.offset + t.q, t.offset:t.offset + t.q]
-            count = seen.get(t.factor, 0)
-            seen[t.factor] = count + 1
-            name = t.factor if count == 0 else f"{t.factor}.{count}"
             out.append((name, t.columns, self.sigma ** 2 * lam @ lam.T))
         return out
 
@@ -173,12 +170,7 @@ class LmerModel:
 
     def varcorr_names(self) -> list[str]:
         """Names of the sds and correlations as lme4's confint(oldNames = FALSE) writes them, in θ order."""
-        names = []
-        for name, cols, _ in self.term_covariances():
-            for j in range(len(cols)):
-                for i in range(j, len(cols)):
-                    names.append(f"sd_{cols[i]}|{name}" if i == j else f"cor_{cols[i]}.{cols[j]}|{name}")
-        return names
+        return varcorr_names(self.info.terms)
 
     # ---- random effects --------------------------------------------------------------------
     @cached_property
