@@ -705,11 +705,18 @@ def _check_nested(small, big) -> None:
                           "pass the models as pb_test(small, big)")
     if not _in_span(si.X, bi.X):
         raise DesignError("the models are not nested: the small model's fixed effects are not in the big model's")
-    for g in range(si.n_groups):
-        rows = si.group_codes == g
-        if not _in_span(si.Z[rows], bi.Z[rows]):
-            raise DesignError("the models are not nested: the small model's random-effect columns are not in "
-                              "the big model's")
+    # per group, adding the small model's Z columns to the big model's must not raise the rank
+    qb = bi.Z.shape[1]
+    codes = np.asarray(si.group_codes)
+    gram = group_sums(codes, si.n_groups, np.column_stack([bi.Z, si.Z]), np.column_stack([bi.Z, si.Z]))
+
+    def rank(C):
+        w = np.linalg.eigvalsh(C)
+        return np.sum(w > 1e-10 * np.maximum(w[:, -1:], 1e-300), axis=1)
+
+    if np.any(rank(gram) > rank(gram[:, :qb, :qb])):
+        raise DesignError("the models are not nested: the small model's random-effect columns are not in "
+                          "the big model's")
 
 
 @float64
@@ -808,8 +815,8 @@ def _fast_codes(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _plain_columns(rhs: str, frame: pd.DataFrame):
-    """X for a right-hand side that is a sum of numeric column names (with an optional 1/0/-1): built
-    directly, skipping formulaic; None when the formula needs formulaic."""
+    """X's columns for a right-hand side that is a sum of numeric column names (with an optional
+    1/0/-1), taken straight from the frame without formulaic; None when formulaic is needed."""
     terms = [t.strip() for t in rhs.replace("-", "+-").split("+") if t.strip()]
     intercept, names = True, []
     for t in terms:
@@ -822,39 +829,85 @@ def _plain_columns(rhs: str, frame: pd.DataFrame):
             names.append(t)
         else:
             return None
-    cols = ([np.ones(len(frame))] if intercept else []) + [frame[c].to_numpy(dtype=float) for c in names]
+    cols = ([1.0] if intercept else []) + [frame[c].to_numpy(dtype=float) for c in names]
     if not cols:
         return None
-    return np.column_stack(cols), (["(Intercept)"] if intercept else []) + names
+    return cols, (["(Intercept)"] if intercept else []) + names
+
+
+def _aligned_empty(shape) -> np.ndarray:
+    """An uninitialised float64 array on a 64-byte boundary: jax.device_put takes it without a copy."""
+    nbytes = int(np.prod(shape)) * 8
+    raw = np.empty(nbytes + 64, dtype=np.uint8)
+    offset = (-raw.ctypes.data) % 64
+    return raw[offset:offset + nbytes].view(np.float64).reshape(shape)
+
+
+def _cholesky_lists(A: list[list]) -> list[list]:
+    """Lower Cholesky factor of a small matrix held as nested lists of (G,) arrays (unit stride per entry)."""
+    k = len(A)
+    L = [[None] * k for _ in range(k)]
+    for j in range(k):
+        L[j][j] = jnp.sqrt(A[j][j] - sum((L[j][m] ** 2 for m in range(j)), 0.0))
+        for i in range(j + 1, k):
+            L[i][j] = (A[i][j] - sum((L[i][m] * L[j][m] for m in range(j)), 0.0)) / L[j][j]
+    return L
+
+
+def _forward(L, b: list) -> list:
+    out = []
+    for i in range(len(b)):
+        out.append((b[i] - sum((L[i][m] * out[m] for m in range(i)), 0.0)) / L[i][i])
+    return out
+
+
+def _backward(L, b: list) -> list:
+    k = len(b)
+    out = [None] * k
+    for i in reversed(range(k)):
+        out[i] = (b[i] - sum((L[m][i] * out[m] for m in range(i + 1, k)), 0.0)) / L[i][i]
+    return out
 
 
 @jax.jit
-def _ols_bucket(X, y, n):
-    """Least squares per group of a padded bucket (zero rows pad): normal equations by Cholesky with
-    one step of iterative refinement (as accurate as QR for well-conditioned X). Three passes over X."""
-    p = X.shape[-1]
-    XtX = jnp.einsum("gni,gnj->gij", X, X)
-    L = linalg.cholesky(XtX)
-    diag = jnp.diagonal(XtX, axis1=-2, axis2=-1)
-    pivots = jnp.diagonal(L, axis1=-2, axis2=-1) ** 2
+def _ols_bucket(W, n):
+    """Least squares per group of a padded bucket W = [X y] (G, rows, p + 1), zero rows padding.
+
+    One pass forms every group's [X y]ᵀ[X y]; the normal equations are solved by Cholesky and
+    refined once from the residuals (a second pass), which makes them as accurate as QR for
+    well-conditioned X. Returns β, diag((XᵀX)⁻¹), the residual sum of squares, and full-rank flags.
+    The p × p algebra is written out on (G,) vectors (entries with unit stride).
+    """
+    p = W.shape[-1] - 1
+    C = jnp.einsum("gni,gnj->ijg", W, W)
+    A = [[C[i, j] for j in range(p)] for i in range(p)]
+    L = _cholesky_lists(A)
     # R's lm aliases a column whose residual on the earlier ones is below 1e-7 of its norm
-    full_rank = jnp.all((pivots > 1e-14 * diag) & (diag > 0), axis=-1) & (n >= p)
+    full_rank = (n >= p)
+    for j in range(p):
+        full_rank = full_rank & (L[j][j] ** 2 > 1e-14 * A[j][j]) & (A[j][j] > 0)
 
     def solve(b):
-        return linalg.solve_upper_t(L, linalg.solve_lower(L, b[..., None]))[..., 0]
+        return _backward(L, _forward(L, b))
 
-    beta0 = solve(jnp.einsum("gni,gn->gi", X, y))
-    resid = y - jnp.einsum("gni,gi->gn", X, beta0)
-    Xtr = jnp.einsum("gni,gn->gi", X, resid)
+    beta0 = solve([C[i, p] for i in range(p)])
+    # residuals y − Xβ₀ = W·[−β₀, 1], and Wᵀr, without slicing (copying) X out of W
+    resid = jnp.einsum("gni,ig->gn", W, jnp.stack([-b for b in beta0] + [jnp.ones_like(beta0[0])]))
+    Xtr_all = jnp.einsum("gni,gn->ig", W, resid)
+    Xtr = [Xtr_all[i] for i in range(p)]
     delta = solve(Xtr)
-    beta = beta0 + delta
+    beta = jnp.stack([b0 + d for b0, d in zip(beta0, delta)], axis=-1)
     # |r − Xδ|² without another pass: the correction terms are tiny next to |r|², no cancellation
-    rss = jnp.sum(resid * resid, axis=-1) - 2.0 * jnp.sum(delta * Xtr, axis=-1) \
-        + jnp.einsum("gi,gij,gj->g", delta, XtX, delta)
-    Linv = linalg.solve_lower(L, jnp.broadcast_to(jnp.eye(p, dtype=X.dtype), L.shape))
+    rss = jnp.sum(resid * resid, axis=-1) - 2.0 * sum(d * x for d, x in zip(delta, Xtr)) \
+        + sum(delta[i] * A[i][j] * delta[j] for i in range(p) for j in range(p))
+    # diag((XᵀX)⁻¹) = column sums of squares of L⁻¹
+    unit = [jnp.zeros_like(A[0][0])] * p
+    var_unit = []
+    Linv_cols = [_forward(L, [u if i != j else u + 1.0 for i, u in enumerate(unit)]) for j in range(p)]
+    var_unit = jnp.stack([sum(v * v for v in col) for col in Linv_cols], axis=-1)
     nan = jnp.nan
     ok = full_rank[:, None]
-    return (jnp.where(ok, beta, nan), jnp.where(ok, jnp.sum(Linv * Linv, axis=-2), nan),
+    return (jnp.where(ok, beta, nan), jnp.where(ok, var_unit, nan),
             jnp.where(full_rank, jnp.maximum(rss, 0.0), nan), full_rank)
 
 
@@ -917,32 +970,37 @@ def lmlist(formula: str, data: pd.DataFrame, pool: bool = True) -> LmList:
         raise DesignError(f"response {response!r} must be numeric, but its dtype is {frame[response].dtype}")
     y = frame[response].to_numpy(dtype=float)
     if plain is not None:
-        X, names = plain
+        columns, names = plain
     else:
         try:
             mm = model_matrix(rhs, frame, na_action="ignore")
         except Exception as exc:
             raise DesignError(f"cannot build the model matrix of {rhs!r}: {exc}") from None
-        X, names = np.asarray(mm, dtype=float), [r_name(c) for c in mm.columns]
+        X = np.asarray(mm, dtype=float)
+        columns, names = [X[:, j] for j in range(X.shape[1])], [r_name(c) for c in mm.columns]
+    columns = columns + [y]
     levels, sizes, starts, order = _groups(frame, group)
-    G, p = len(levels), X.shape[1]
+    G, p = len(levels), len(names)
     beta, var_unit, rss, ok = (np.full((G, p), np.nan), np.full((G, p), np.nan), np.full(G, np.nan),
                                np.zeros(G, bool))
     lengths = np.array([bucket_length(s) for s in range(sizes.max() + 1)])[sizes]
     for length in np.unique(lengths):
         groups = np.flatnonzero(lengths == length)
         width = int(sizes[groups].max())
+        W = _aligned_empty((len(groups), width, p + 1))   # [X y], filled column by column
         if order is None and np.all(sizes[groups] == width) and np.all(np.diff(groups) == 1):
             rows = slice(starts[groups[0]], starts[groups[0]] + width * len(groups))
-            Xb, yb = X[rows].reshape(len(groups), width, p), y[rows].reshape(len(groups), width)
+            for j, col in enumerate(columns):
+                W[..., j] = col if np.ndim(col) == 0 else col[rows].reshape(len(groups), width)
         else:
             pos = np.arange(width)[None, :]
             valid = pos < sizes[groups][:, None]
             idx = np.where(valid, starts[groups][:, None] + pos, 0)
             if order is not None:
                 idx = order[idx]
-            Xb, yb = X[idx] * valid[..., None], y[idx] * valid
-        out = _ols_bucket(jnp.asarray(Xb), jnp.asarray(yb), jnp.asarray(sizes[groups]))
+            for j, col in enumerate(columns):
+                W[..., j] = np.where(valid, col if np.ndim(col) == 0 else col[idx], 0.0)
+        out = _ols_bucket(jax.device_put(W), jnp.asarray(sizes[groups]))
         beta[groups], var_unit[groups], rss[groups], ok[groups] = (np.asarray(a) for a in out)
     df = np.maximum(sizes - p, 0)
     with np.errstate(invalid="ignore", divide="ignore"):

@@ -252,54 +252,64 @@ class SlotState(NamedTuple):
     stalled: jax.Array
 
 
-# Trial steps of the batched step: shorter than STEP_LADDER/ESCAPE_STEPS (each trial is one objective
-# evaluation for every slot, about as much as the derivatives); nearly all steps take the full length.
-BATCH_LADDER = (1.0, 0.25, 0.05, 0.005)
-BATCH_ESCAPES = (0.1,)
+def batch_newton_steps(fun: Callable, derivs: Callable, slots: SlotState, lower, args, active, gtol: float,
+                       max_step: float) -> SlotState:
+    """One projected Newton step for every slot (leading axis); `derivs(x, *args)` gives (f, ∇f, ∇²f).
 
-
-def batch_newton_step(fun: Callable, derivs: Callable, s: SlotState, lower, args, gtol: float,
-                      max_step: float, ladder: tuple = BATCH_LADDER, escapes: tuple = BATCH_ESCAPES) -> SlotState:
-    """One projected Newton step of one problem (vmap it over slots); `derivs(x, *args)` gives (f, ∇f, ∇²f).
-
-    As `newton_step`: the derivatives come first and a point with a small projected gradient and no
-    negative curvature is marked converged (x stays); otherwise every trial point (a ladder of step
-    lengths along the Newton direction, escapes along negative curvature) is evaluated, branch-free,
-    and the best taken. Near the optimum the criterion is flat to
-    rounding: a tiny full Newton step that does not raise f beyond rounding is taken and the problem
-    stops there (stalled; `batch_converged` counts it converged when its gradient is small).
+    The same step as a single fit's `newton_step` (its trial points, and the first of them in ladder
+    order that decreases f), so a batched fit follows the path of `minimize` and lands on the same
+    optimum when there are several. The derivatives come first; a point with a small projected
+    gradient and no negative curvature is marked converged and stays. Trials are evaluated for the
+    whole batch at once, in stages skipped when no active slot needs them: the full Newton step;
+    the rest of the ladder (some slot's full step did not decrease f); the escapes along negative
+    curvature (some slot found no decrease on the ladder and has negative curvature).
+    Near the optimum the criterion is flat to rounding: a tiny full Newton step (with no negative
+    curvature) that does not raise f beyond rounding is taken and the problem stops there (stalled;
+    `batch_converged` counts it converged when its gradient is small), and a decrease must exceed
+    rounding (1e-14 relative) to count, so noise cannot keep a problem going.
     """
-    x = s.x
-    f, g, H = derivs(x, *args)
-    grad_norm = jnp.max(jnp.abs(projected_gradient(x, g, lower)))
-    free = ~((x <= lower) & (g > 0))
-    Hf = jnp.where(free[:, None] & free[None, :], H, jnp.eye(x.size, dtype=x.dtype))
-    gf = jnp.where(free, g, 0.0)
-    w_raw, V = jnp.linalg.eigh(Hf)
-    scale = jnp.max(jnp.abs(w_raw))
-    convex = w_raw[0] >= -1e-8 * scale
-    small = (grad_norm <= gtol * jnp.maximum(1.0, jnp.abs(f))) & convex & jnp.isfinite(f)
-    w = jnp.maximum(jnp.abs(w_raw), 1e-10 * scale + 1e-300)
-    d = -V @ ((V.T @ gf) / w)
-    d = d * jnp.minimum(1.0, max_step / jnp.maximum(jnp.max(jnp.abs(d)), 1e-300))
-    curvature = jnp.where(w_raw[0] < 0, V[:, 0] * free, 0.0)
-    escape = jnp.asarray(escapes, x.dtype)
-    steps = jnp.concatenate([jnp.asarray(ladder, x.dtype)[:, None] * d[None, :],
-                             jnp.concatenate([escape, -escape])[:, None] * curvature[None, :]])
-    trials = jnp.maximum(x[None, :] + steps, lower[None, :])
-    f_trials = jax.vmap(lambda t: fun(t, *args))(trials)
-    f_trials = jnp.where(jnp.isfinite(f_trials), f_trials, jnp.inf)
-    best = jnp.argmin(f_trials)
-    # A tiny Newton step: x is at the optimum to rounding, where f cannot resolve the remaining
-    # decrease. Take the full step unless it raises f beyond rounding, and stop there. Elsewhere a
-    # decrease must exceed rounding (1e-14 relative) to count, so noise cannot keep a problem going.
-    tiny = jnp.max(jnp.abs(d)) <= 1e-7 * (1.0 + jnp.max(jnp.abs(x)))
-    final = ~small & tiny
-    flat = final & (f_trials[0] <= f + 1e-12 * jnp.maximum(1.0, jnp.abs(f)))
-    improved = (f_trials[best] < f - 1e-14 * jnp.maximum(1.0, jnp.abs(f))) & ~small & ~final
-    x_new = jnp.where(improved, trials[best], jnp.where(flat, trials[0], x))
-    f_new = jnp.where(improved, f_trials[best], jnp.where(flat, f_trials[0], f))
-    return SlotState(x_new, f_new, grad_norm, s.iterations + 1, small, ~small & ~improved)
+    n_ladder = len(STEP_LADDER)
+
+    def prepare(s, a):
+        f, g, H = derivs(s.x, *a)
+        grad_norm = jnp.max(jnp.abs(projected_gradient(s.x, g, lower)))
+        trials, convex = _trial_points(s.x, g, H, lower, max_step)
+        small = (grad_norm <= gtol * jnp.maximum(1.0, jnp.abs(f))) & convex & jnp.isfinite(f)
+        return f, grad_norm, trials, convex, small
+
+    def evaluate(trials):
+        values = jax.vmap(lambda ts, a: jax.vmap(lambda t: fun(t, *a))(ts))(trials, args)
+        return jnp.where(jnp.isfinite(values), values, jnp.inf)
+
+    f, grad_norm, trials, convex, small = jax.vmap(prepare)(slots, args)
+    scale = jnp.maximum(1.0, jnp.abs(f))
+    threshold = (f - 1e-14 * scale)[:, None]
+    f_full = evaluate(trials[:, :1])
+    # the rest of the ladder only matters where the full step does not decrease f
+    short = active & ~small & ~(f_full[:, 0] < threshold[:, 0])
+    rest = trials[:, 1:n_ladder]
+    f_rest = jax.lax.cond(jnp.any(short), evaluate, lambda t: jnp.full(t.shape[:2], jnp.inf, f.dtype), rest)
+    f_ladder = jnp.concatenate([f_full, f_rest], axis=1)
+    escapes = trials[:, n_ladder:]
+    need = active & ~small & ~jnp.any(f_ladder < (f - 1e-14 * scale)[:, None], axis=1) \
+        & jnp.any(escapes != slots.x[:, None, :], axis=(1, 2))
+    f_escape = jax.lax.cond(jnp.any(need), evaluate, lambda t: jnp.full(t.shape[:2], jnp.inf, f.dtype), escapes)
+
+    def finish(s, f, grad_norm, trials, convex, small, f_trials):
+        x = s.x
+        scale = jnp.maximum(1.0, jnp.abs(f))
+        decrease = f_trials < f - 1e-14 * scale
+        first = jnp.argmax(decrease)
+        tiny = jnp.max(jnp.abs(trials[0] - x)) <= 1e-7 * (1.0 + jnp.max(jnp.abs(x)))
+        final = ~small & tiny & convex   # at a saddle the step is tiny too: there the escapes must be tried
+        flat = final & (f_trials[0] <= f + 1e-12 * scale)
+        improved = decrease[first] & ~small & ~final
+        x_new = jnp.where(improved, trials[first], jnp.where(flat, trials[0], x))
+        f_new = jnp.where(improved, f_trials[first], jnp.where(flat, f_trials[0], f))
+        return SlotState(x_new, f_new, grad_norm, s.iterations + 1, small, ~small & ~improved)
+
+    return jax.vmap(finish)(slots, f, grad_norm, trials, convex, small,
+                            jnp.concatenate([f_ladder, f_escape], axis=1))
 
 
 def minimize_queue(fun: Callable, derivs: Callable, x0, lower, data, make_args: Callable, n_valid,
@@ -329,12 +339,9 @@ def minimize_queue(fun: Callable, derivs: Callable, x0, lower, data, make_args: 
     valid = slot_idx < n_valid
     start = (slot_idx, valid, jnp.minimum(K, n_valid).astype(jnp.int32), blank, take(slot_idx), out)
 
-    def step(s, b):
-        return batch_newton_step(fun, derivs, s, lower, make_args(b), gtol, max_step)
-
     def body(c):
         idx, valid, next_j, slots, args, out = c
-        new = jax.vmap(step)(slots, args)
+        new = batch_newton_steps(fun, derivs, slots, lower, jax.vmap(make_args)(args), valid, gtol, max_step)
         slots = jax.tree_util.tree_map(lambda a, o: jnp.where(_expand(valid, a), a, o), new, slots)
         done = valid & (slots.converged | slots.stalled | (slots.iterations >= max_iter))
         target = jnp.where(done, idx, N)
