@@ -29,7 +29,8 @@ import numpy as np
 import pandas as pd
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from .design import DesignError, NotYetSupportedError, bucket_length, build_design, factor_codes, r_name
+from .design import (DesignError, NotYetSupportedError, bucket_length, build_design, factor_codes, r_name,
+                     varcorr_names)
 from .formula import FormulaError, parse_formula
 from .likelihood import linalg, sums
 from .likelihood.lmm import Stats, estimates
@@ -580,22 +581,8 @@ def _run_given(target: Target, data, n: int, chunk, progress, max_iter, desc, di
 
 # ---- variance components by name -----------------------------------------------------------------
 
-def varcorr_names(info) -> list[str]:
-    """lme4's confint(oldNames=FALSE) names of the sds and correlations, in θ order (as
-    `LmerModel.varcorr_names`, from the design alone)."""
-    names, seen = [], {}
-    for t in info.terms:
-        count = seen.get(t.factor, 0)
-        seen[t.factor] = count + 1
-        name = t.factor if count == 0 else f"{t.factor}.{count}"
-        for j in range(t.q):
-            for i in range(j, t.q):
-                names.append(f"sd_{t.columns[i]}|{name}" if i == j else f"cor_{t.columns[i]}.{t.columns[j]}|{name}")
-    return names
-
-
 def sd_cor(theta: np.ndarray, sigma: np.ndarray, info) -> np.ndarray:
-    """Rows of θ and σ → sds and correlations in θ order (columns as `varcorr_names`)."""
+    """Rows of θ and σ → sds and correlations in θ order (columns as `design.varcorr_names`)."""
     theta = np.atleast_2d(theta)
     Q = info.q
     lam = np.zeros((theta.shape[0], Q, Q))
@@ -1078,7 +1065,7 @@ def _table(info, fixed_names, fixef, se, out, extra: dict) -> pd.DataFrame:
     columns.update({f"se_{name}": se[:, j] for j, name in enumerate(fixed_names)})
     columns["sigma"] = out["sigma"]
     vc = sd_cor(out["theta"], out["sigma"], info)
-    columns.update({name: vc[:, j] for j, name in enumerate(varcorr_names(info))})
+    columns.update({name: vc[:, j] for j, name in enumerate(varcorr_names(info.terms))})
     columns["objective"] = out["objective"]
     columns["converged"] = out["converged"]
     columns["iterations"] = out["iterations"]
