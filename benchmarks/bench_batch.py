@@ -24,7 +24,6 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 import hlm_jax as hj  # noqa: E402
-from hlm_jax import batch  # noqa: E402
 
 MIXEDMODELS_JL_10K = 3.0   # published: parametricbootstrap, 10,000 sleepstudy replicates, threaded
 

@@ -32,7 +32,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from .design import (DesignError, NotYetSupportedError, bucket_length, build_design, factor_codes, r_name,
                      varcorr_names)
 from .formula import FormulaError, parse_formula
-from .likelihood import linalg, sums
+from .likelihood import sums
 from .likelihood.lmm import Stats, estimates
 from .optimize import batch_converged, minimize_queue
 from .precision import float64

@@ -427,3 +427,27 @@ def test_lmer_confint_boot_uses_the_bootstrap(model, boot):
     ci = model.confint(method="boot", n=2000, seed=0)
     expected = boot.confint(0.95)
     np.testing.assert_allclose(ci.loc[expected.index].to_numpy(), expected.to_numpy(), rtol=1e-12)
+
+
+def test_bootstrap_of_an_ml_fit_refits_by_ml(sleep):
+    ml = hj.lmer(FORMULA, sleep, REML=False)
+    boot = hj.bootstrap(ml, n=2000, seed=4, progress=False)   # same shapes as the REML run: no recompile
+    i = 123
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", hj.SingularFitWarning)
+        single = hj.lmer(FORMULA, sleep.assign(Reaction=boot.responses([i]).iloc[:, 0].to_numpy()), REML=False)
+    np.testing.assert_allclose(boot.objective[i], single.objective, rtol=1e-10)
+    np.testing.assert_allclose(boot.replicates.iloc[i, :3].to_numpy(), list(single.fixef) + [single.sigma],
+                               rtol=1e-6)
+
+
+def test_several_grouping_factors_are_not_supported_yet():
+    from types import SimpleNamespace
+
+    from hlm_jax.design import build_design
+
+    design = build_design("diameter ~ 1 + (1 | plate) + (1 | sample)", hj.datasets.load("penicillin"))
+    with pytest.raises(hj.NotYetSupportedError, match="one grouping factor"):
+        batch._single_factor(SimpleNamespace(info=design.info), "bootstrap")
+    with pytest.raises(hj.NotYetSupportedError, match="fit_many supports models with one grouping factor"):
+        hj.fit_many("diameter ~ 1 + (1 | plate) + (1 | sample)", [hj.datasets.load("penicillin")])
