@@ -259,10 +259,10 @@ def batch_newton_steps(fun: Callable, derivs: Callable, slots: SlotState, lower,
     The same step as a single fit's `newton_step` (its trial points, and the first of them in ladder
     order that decreases f), so a batched fit follows the path of `minimize` and lands on the same
     optimum when there are several. The derivatives come first; a point with a small projected
-    gradient and no negative curvature is marked converged and stays. Trials are evaluated for the
-    whole batch at once, in stages skipped when no active slot needs them: the full Newton step;
-    the rest of the ladder (some slot's full step did not decrease f); the escapes along negative
-    curvature (some slot found no decrease on the ladder and has negative curvature).
+    gradient and no negative curvature is marked converged and stays. Trials are evaluated in
+    stages, each only for the slots that need it: the full Newton step (all); the rest of the ladder
+    (where the full step did not decrease f); the escapes along negative curvature (where the ladder
+    found no decrease and the curvature is negative). A stage needed by few slots gathers them.
     Near the optimum the criterion is flat to rounding: a tiny full Newton step (with no negative
     curvature) that does not raise f beyond rounding is taken and the problem stops there (stalled;
     `batch_converged` counts it converged when its gradient is small), and a decrease must exceed
@@ -277,23 +277,42 @@ def batch_newton_steps(fun: Callable, derivs: Callable, slots: SlotState, lower,
         small = (grad_norm <= gtol * jnp.maximum(1.0, jnp.abs(f))) & convex & jnp.isfinite(f)
         return f, grad_norm, trials, convex, small
 
-    def evaluate(trials):
+    def evaluate(trials, args):
         values = jax.vmap(lambda ts, a: jax.vmap(lambda t: fun(t, *a))(ts))(trials, args)
         return jnp.where(jnp.isfinite(values), values, jnp.inf)
+
+    K = slots.x.shape[0]
+    few = max(K // 8, 1)
+
+    def evaluate_where(mask, trials):
+        """Trial values where `mask` (inf elsewhere): skipped when no slot needs them; when at most K/8
+        do (the usual case), only those slots are gathered and evaluated."""
+        def none(trials):
+            return jnp.full(trials.shape[:2], jnp.inf, trials.dtype)
+
+        def some(trials):
+            idx = jnp.nonzero(mask, size=few, fill_value=K)[0]
+            sub = jax.tree_util.tree_map(lambda a: jnp.take(a, idx, axis=0, mode="clip"), (trials, args))
+            return none(trials).at[idx].set(evaluate(*sub), mode="drop")
+
+        def all_(trials):
+            return jnp.where(mask[:, None], evaluate(trials, args), jnp.inf)
+
+        count = jnp.sum(mask)
+        return jax.lax.switch(jnp.where(count == 0, 0, jnp.where(count <= few, 1, 2)), (none, some, all_), trials)
 
     f, grad_norm, trials, convex, small = jax.vmap(prepare)(slots, args)
     scale = jnp.maximum(1.0, jnp.abs(f))
     threshold = (f - 1e-14 * scale)[:, None]
-    f_full = evaluate(trials[:, :1])
+    f_full = evaluate(trials[:, :1], args)
     # the rest of the ladder only matters where the full step does not decrease f
     short = active & ~small & ~(f_full[:, 0] < threshold[:, 0])
-    rest = trials[:, 1:n_ladder]
-    f_rest = jax.lax.cond(jnp.any(short), evaluate, lambda t: jnp.full(t.shape[:2], jnp.inf, f.dtype), rest)
+    f_rest = evaluate_where(short, trials[:, 1:n_ladder])
     f_ladder = jnp.concatenate([f_full, f_rest], axis=1)
     escapes = trials[:, n_ladder:]
-    need = active & ~small & ~jnp.any(f_ladder < (f - 1e-14 * scale)[:, None], axis=1) \
+    need = active & ~small & ~jnp.any(f_ladder < threshold, axis=1) \
         & jnp.any(escapes != slots.x[:, None, :], axis=(1, 2))
-    f_escape = jax.lax.cond(jnp.any(need), evaluate, lambda t: jnp.full(t.shape[:2], jnp.inf, f.dtype), escapes)
+    f_escape = evaluate_where(need, escapes)
 
     def finish(s, f, grad_norm, trials, convex, small, f_trials):
         x = s.x

@@ -221,7 +221,8 @@ def objective_derivatives(theta: jax.Array, stats: Stats, reml: jax.Array):
         return criterion_from_sums(t, stats, reml)
 
     f, dT = jax.value_and_grad(outer)(T)
-    HT = jax.hessian(outer)(T)
+    # the outer Hessian only along the k columns of J: k jvps of ∇F instead of the m × m matrix
+    HJ = jax.vmap(lambda v: jax.jvp(jax.grad(outer), (T,), (v,))[1])(J.T)   # (k, m)
     Gm = [[None] * m1 for _ in range(m1)]
     for i, (a, b) in enumerate(upper, start=1):
         Gm[a][b] = Gm[b][a] = dT[i] * (1.0 if a == b else 0.5)
@@ -240,5 +241,5 @@ def objective_derivatives(theta: jax.Array, stats: Stats, reml: jax.Array):
             d2S = 2.0 * (-NA[c2][r] * BGA[c][r2] - PtA[r2][r] * BGB[c][c2] + Minv[c][c2] * AGA[r2][r]
                          - NA[c][r2] * BGA[c2][r])
             H[i][j] = H[j][i] = dT[0] * total(d2l) + total(d2S)
-    H = jnp.stack([jnp.stack(row) for row in H]) + J.T @ HT @ J
+    H = jnp.stack([jnp.stack(row) for row in H]) + jnp.sum(HJ[:, None, :] * J.T[None, :, :], axis=-1)
     return f, g, H
