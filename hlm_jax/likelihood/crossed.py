@@ -30,7 +30,7 @@ import jax.numpy as jnp
 from jax.scipy.linalg import solve_triangular
 
 from . import linalg
-from .lmm import PLS, Estimates, Stats, criterion, factor_block, fixed_block
+from .lmm import PLS, Estimates, Stats, criterion, factor_block, fixed_block, relative_factor
 
 
 @jax.tree_util.register_dataclass
@@ -129,8 +129,7 @@ def _logdet_and_quadratic_form_jvp(primals, tangents):
 def _dense_system(theta: jax.Array, stats: CrossedStats):
     """The first factor's pieces and the dense part's A₂₂ = L₂₂L₂₂ᵀ and Λ₂ᵀ(right-hand sides)."""
     first = stats.first
-    lam1 = jnp.zeros((first.q, first.q), theta.dtype).at[
-        jnp.array(first.lam_rows), jnp.array(first.lam_cols)].set(theta[jnp.array(stats.theta_first)])
+    lam1 = relative_factor(theta[jnp.array(stats.theta_first)], first)
     L1, RZX1, cu1 = factor_block(lam1, first.ZtZ, first.ZtX, first.Zty)
     lams = block_factors(theta, stats)
     T = linalg.solve_lower(L1, jnp.broadcast_to(lam1.T, L1.shape))  # L_g⁻¹Λ₁ᵀ
