@@ -32,6 +32,8 @@ _LAZY = {
 
 
 def __getattr__(name: str):
+    if name == "plot":  # matplotlib loads only when figures are asked for
+        return importlib.import_module(".plot", __name__)
     if name in _LAZY:
         module = importlib.import_module(f".{_LAZY[name]}", __name__)
         value = getattr(module, name)
