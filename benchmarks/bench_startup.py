@@ -71,8 +71,6 @@ import jax
 mark("import jax")
 import numpy as np, pandas
 mark("import numpy, pandas")
-import formulaic
-mark("import formulaic")
 import hlm_jax as hj
 mark("import hlm_jax (rest)")
 import jax.numpy as jnp

@@ -29,9 +29,8 @@ import numpy as np
 import pandas as pd
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from .design import (DesignError, NotYetSupportedError, bucket_length, build_design, factor_codes, r_name,
-                     varcorr_names)
-from .formula import FormulaError, parse_formula
+from .design import DesignError, NotYetSupportedError, bucket_length, build_design, factor_codes, varcorr_names
+from .formula import Name, check_columns, model_matrix, parse_formula, parse_lmlist, response_values, variables
 from .likelihood import sums
 from .likelihood.lmm import Stats, estimates
 from .optimize import batch_converged, minimize_queue
@@ -752,42 +751,6 @@ def pb_test(small, big, n: int = 1000, seed: int = 0, chunk: int | None = None,
 
 # ---- per-group least squares (lmList) ------------------------------------------------------------
 
-def _split_lmlist_formula(formula: str) -> tuple[str, str, tuple[str, ...]]:
-    """'y ~ x1 + x2 | g' → ('y', 'x1 + x2', ('g',)); 'a:b' after the bar is the interaction of a and b."""
-    if not isinstance(formula, str):
-        raise FormulaError(f"formula must be a string, got {type(formula).__name__}")
-    depth, bars = 0, []
-    for i, ch in enumerate(formula):
-        depth += ch == "("
-        depth -= ch == ")"
-        if ch == "|" and depth == 0:
-            bars.append(i)
-    if len(bars) != 1:
-        raise FormulaError(f"lmlist needs a formula 'response ~ predictors | group', with one '|' outside "
-                           f"parentheses; got {formula!r}")
-    model, group = formula[:bars[0]].strip(), formula[bars[0] + 1:].strip()
-    if model.count("~") != 1:
-        raise FormulaError(f"lmlist needs exactly one '~' before the '|': {formula!r}")
-    response, rhs = (s.strip() for s in model.split("~"))
-    if not response or not rhs:
-        raise FormulaError(f"lmlist needs a response and predictors around '~': {formula!r}")
-    columns = tuple(c.strip() for c in group.split(":"))
-    if not all(columns) or any(ch in group for ch in "()+*/~"):
-        raise FormulaError(f"lmlist's grouping factor must be column names joined by ':', got {group!r}")
-    return response, rhs, columns
-
-
-def _check_columns(names, data: pd.DataFrame) -> None:
-    import difflib
-
-    columns = [str(c) for c in data.columns]
-    for name in names:
-        if name not in columns:
-            close = difflib.get_close_matches(name, columns, n=3, cutoff=0.5)
-            hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-            raise DesignError(f"column {name!r} is not in the data{hint} (columns: {', '.join(columns)})")
-
-
 def _fast_codes(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     """`design.factor_codes` (R's level order), in O(n) for integer columns with a compact range."""
     if pd.api.types.is_integer_dtype(values) and not isinstance(values.dtype, pd.CategoricalDtype) and len(values):
@@ -801,25 +764,15 @@ def _fast_codes(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     return factor_codes(values)
 
 
-def _plain_columns(rhs: str, frame: pd.DataFrame):
-    """X's columns for a right-hand side that is a sum of numeric column names (with an optional
-    1/0/-1), taken straight from the frame without formulaic; None when formulaic is needed."""
-    terms = [t.strip() for t in rhs.replace("-", "+-").split("+") if t.strip()]
-    intercept, names = True, []
-    for t in terms:
-        if t == "1":
-            continue
-        if t in ("0", "-1"):
-            intercept = False
-        elif t.isidentifier() and t in frame.columns and pd.api.types.is_numeric_dtype(frame[t]) \
-                and frame[t].dtype != bool:
-            names.append(t)
-        else:
-            return None
-    cols = ([1.0] if intercept else []) + [frame[c].to_numpy(dtype=float) for c in names]
-    if not cols:
+def _plain_columns(terms, frame: pd.DataFrame):
+    """X's columns when every term is a numeric column (the intercept as a scalar 1), taken straight
+    from the frame; None when the general model matrix is needed."""
+    names = [t[0].name for t in terms.terms if len(t) == 1 and isinstance(t[0], Name)]
+    if len(names) != len(terms.terms) or not (names or terms.intercept) or \
+            any(not pd.api.types.is_numeric_dtype(frame[c]) or frame[c].dtype == bool for c in names):
         return None
-    return cols, (["(Intercept)"] if intercept else []) + names
+    cols = ([1.0] if terms.intercept else []) + [frame[c].to_numpy(dtype=float) for c in names]
+    return cols, (["(Intercept)"] if terms.intercept else []) + names
 
 
 def _aligned_empty(shape) -> np.ndarray:
@@ -930,21 +883,12 @@ def lmlist(formula: str, data: pd.DataFrame, pool: bool = True) -> LmList:
     coefficients, but no residual sd of its own. Rows with missing values in the used columns are
     dropped (with a warning).
     """
-    response, rhs, group = _split_lmlist_formula(formula)
+    response, terms, group = parse_lmlist(formula)
     if not isinstance(data, pd.DataFrame):
         raise DesignError(f"data must be a pandas DataFrame, got {type(data).__name__}")
-    from formulaic import Formula, model_matrix
-
-    plain = _plain_columns(rhs, data) if all(c in data.columns for c in group) else None
-    if plain is None:
-        try:
-            needed = sorted(Formula(f"{response} ~ {rhs}").required_variables)
-        except Exception as exc:
-            raise FormulaError(f"cannot parse {response} ~ {rhs!r}: {exc}") from None
-    else:
-        needed = [response] + [c for c in plain[1] if c != "(Intercept)"]
-    _check_columns(list(dict.fromkeys(needed + list(group))), data)
-    used = list(dict.fromkeys(needed + list(group)))
+    used = list(dict.fromkeys(variables(response) + [v for a in terms.atoms for v in variables(a)] + list(group)))
+    check_columns(used, data)
+    plain = _plain_columns(terms, data)
     frame = data
     keep = None
     if data[used].isna().to_numpy().any():
@@ -952,19 +896,13 @@ def lmlist(formula: str, data: pd.DataFrame, pool: bool = True) -> LmList:
         warnings.warn(f"{int((~keep).sum())} row(s) with missing values in {', '.join(used)} were dropped",
                       stacklevel=3)
         frame = data.loc[keep]
-        plain = _plain_columns(rhs, frame) if plain is not None else None
-    if not pd.api.types.is_numeric_dtype(frame[response]) or frame[response].dtype == bool:
-        raise DesignError(f"response {response!r} must be numeric, but its dtype is {frame[response].dtype}")
-    y = frame[response].to_numpy(dtype=float)
+        plain = _plain_columns(terms, frame) if plain is not None else None
+    y = response_values(response, frame)
     if plain is not None:
         columns, names = plain
     else:
-        try:
-            mm = model_matrix(rhs, frame, na_action="ignore")
-        except Exception as exc:
-            raise DesignError(f"cannot build the model matrix of {rhs!r}: {exc}") from None
-        X = np.asarray(mm, dtype=float)
-        columns, names = [X[:, j] for j in range(X.shape[1])], [r_name(c) for c in mm.columns]
+        X, spec = model_matrix(terms, frame)
+        columns, names = [X[:, j] for j in range(X.shape[1])], list(spec.names)
     columns = columns + [y]
     levels, sizes, starts, order = _groups(frame, group)
     G, p = len(levels), len(names)
@@ -1009,26 +947,13 @@ def lmlist(formula: str, data: pd.DataFrame, pool: bool = True) -> LmList:
 
 # ---- one model, many data sets or responses -----------------------------------------------------
 
-def _used_variables(info) -> list[str]:
-    names = [info.response] + sorted(info.fixed_spec.required_variables)
-    for spec, _ in info.random_specs:
-        names += sorted(spec.required_variables)
-    names += list(info.parsed.random[0].group)
-    return list(dict.fromkeys(names))
-
-
 def _random_matrix(info, frame: pd.DataFrame) -> np.ndarray:
-    return np.column_stack([np.asarray(spec.get_model_matrix(frame, na_action="ignore"), dtype=float)[:, list(cols)]
-                            for spec, cols in info.random_specs])
+    return np.column_stack([spec.matrix(frame)[:, list(cols)] for spec, cols in info.random_specs])
 
 
 def _fixed_matrix(info, frame: pd.DataFrame) -> np.ndarray:
-    mm = info.fixed_spec.get_model_matrix(frame, na_action="ignore")
-    names = [r_name(c) for c in mm.columns]
-    missing = [n for n in info.fixed_names if n not in names]
-    if missing:
-        raise DesignError(f"fixed-effect column {missing[0]!r} of the first data set is missing in another")
-    return np.asarray(mm, dtype=float)[:, [names.index(n) for n in info.fixed_names]]
+    X = info.fixed_spec.matrix(frame)
+    return X[:, [info.fixed_spec.names.index(n) for n in info.fixed_names]]
 
 
 def _check_frame(data, i: int, used: list[str]) -> pd.DataFrame:
@@ -1098,13 +1023,13 @@ def fit_many(formula: str, datasets, responses=None, REML: bool = True, chunk: i
     template = build_design(formula, datasets[0])
     info = template.info
     _single_factor(template, "fit_many")
-    used = _used_variables(info)
+    used = info.parsed.variables
     frames = [_check_frame(d, i, used) for i, d in enumerate(datasets)]
     m = len(frames)
     sizes = np.array([len(f) for f in frames])
     big = pd.concat(frames, ignore_index=True)
     ds = np.repeat(np.arange(m), sizes)
-    y = big[info.response].to_numpy(dtype=float)
+    y = response_values(info.parsed.response_node, big)
     X, Z = _fixed_matrix(info, big), _random_matrix(info, big)
     codes = np.zeros(len(big), np.int64)
     for col in info.parsed.random[0].group:
@@ -1175,13 +1100,13 @@ def _fit_responses(formula, data, responses, REML, chunk, progress, max_iter) ->
         raise DesignError(f"responses must be an n × m array with n = {len(data)} rows (as data); got shape "
                           f"{np.shape(responses)}")
     parsed = parse_formula(formula)
-    frame = data if parsed.response in data.columns else data.assign(**{parsed.response: Y[:, 0]})
+    frame = data.assign(**{v: Y[:, 0] for v in parsed.response_variables if v not in data.columns})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")   # the template's own response does not matter
         design = build_design(formula, frame)
     info = design.info
     _single_factor(design, "fit_many")
-    keep = frame[_used_variables(info)].notna().all(axis=1).to_numpy()
+    keep = frame[info.parsed.variables].notna().all(axis=1).to_numpy()
     if keep.sum() != info.nobs:
         raise DesignError("cannot align the responses with the rows used")
     Y = Y[keep]

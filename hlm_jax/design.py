@@ -15,13 +15,8 @@ from dataclasses import dataclass, field
 import jax
 import numpy as np
 import pandas as pd
-from formulaic import Formula, model_matrix
-
-from .formula import FormulaError, ParsedFormula, RandomTerm, parse_formula
-
-
-class DesignError(ValueError):
-    """Data that does not fit the formula; the message names the column or term at fault."""
+from .formula import (DesignError, FormulaError, ParsedFormula, RandomTerm, check_columns, factor_codes,
+                      model_matrix, parse_formula, response_values)
 
 
 class NotYetSupportedError(NotImplementedError):
@@ -206,6 +201,9 @@ class Design:
 def build_design(formula: str, data: pd.DataFrame) -> Design:
     """Parse `formula`, check `data` against it, and pad the rows into per-group tensors."""
     parsed = parse_formula(formula)
+    if parsed.fixed_terms.offsets:
+        raise FormulaError(f"{', '.join(map(str, (o.func for o in parsed.fixed_terms.offsets)))}(...) in a formula "
+                           "is not supported by lmer yet")
     if not isinstance(data, pd.DataFrame):
         raise DesignError(f"data must be a pandas DataFrame, got {type(data).__name__}")
     used = _used_columns(parsed, data)
@@ -224,23 +222,8 @@ def build_design(formula: str, data: pd.DataFrame) -> Design:
 
 def _used_columns(parsed: ParsedFormula, data: pd.DataFrame) -> list[str]:
     """Every data column the formula reads; unknown names raise with close matches."""
-    wanted = []
-    pieces = [parsed.fixed_formula] + [f"~ {t.expr}" for t in parsed.random]
-    for text in pieces:
-        try:
-            wanted += sorted(Formula(text).required_variables)
-        except Exception as exc:  # formulaic's parse errors come in several types
-            raise FormulaError(f"cannot parse {text!r}: {exc}") from None
-    for t in parsed.random:
-        wanted += list(t.group)
-    columns = [str(c) for c in data.columns]
-    missing = [w for w in dict.fromkeys(wanted) if w not in columns]
-    if missing:
-        name = missing[0]
-        close = difflib.get_close_matches(name, columns, n=3, cutoff=0.5)
-        hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-        raise DesignError(f"column {name!r} is not in the data{hint} (columns: {', '.join(columns)})")
-    return list(dict.fromkeys(wanted))
+    check_columns(parsed.variables, data)
+    return parsed.variables
 
 
 def _drop_missing(data: pd.DataFrame, used: list[str]) -> tuple[pd.DataFrame, int]:
@@ -257,43 +240,25 @@ def _drop_missing(data: pd.DataFrame, used: list[str]) -> tuple[pd.DataFrame, in
 
 
 def _response(parsed: ParsedFormula, frame: pd.DataFrame) -> np.ndarray:
-    raw = frame[parsed.response] if parsed.response in frame.columns else None
-    if raw is not None and not pd.api.types.is_numeric_dtype(raw) or raw is not None and raw.dtype == bool:
-        raise DesignError(f"response {parsed.response!r} must be numeric, but its dtype is {raw.dtype}")
-    mm = model_matrix(f"{parsed.response} ~ 1", frame, na_action="ignore")
-    y = np.asarray(mm.lhs, dtype=float).ravel()
+    y = response_values(parsed.response_node, frame)
     if not np.all(np.isfinite(y)):
         bad = int(np.flatnonzero(~np.isfinite(y))[0])
         raise DesignError(f"response {parsed.response!r} is not finite at row {frame.index[bad]!r}")
     return y
 
 
-def r_name(name: str) -> str:
-    """formulaic's column name → R's (`Intercept` → `(Intercept)`, `g[T.b]` → `gb`)."""
-    if name == "Intercept":
-        return "(Intercept)"
-    parts = []
-    for part in name.split(":"):
-        if part.endswith("]") and "[" in part:
-            base, level = part[:-1].split("[", 1)
-            part = base + (level[2:] if level.startswith("T.") else level)
-        parts.append(part)
-    return ":".join(parts)
-
-
-def _model_matrix(rhs: str, frame: pd.DataFrame, what: str):
+def _model_matrix(terms, frame: pd.DataFrame, what: str):
+    """The model matrix of `terms` (a `formula.Terms`), its R column names and its `MatrixSpec`."""
     try:
-        mm = model_matrix(rhs, frame, na_action="ignore")
-    except Exception as exc:
-        raise DesignError(f"cannot build the {what} model matrix from {rhs!r}: {exc}") from None
-    values = np.asarray(mm, dtype=float)
-    names = tuple(r_name(c) for c in mm.columns)
-    return values, names, mm.model_spec
+        X, spec = model_matrix(terms, frame)
+    except DesignError as exc:
+        raise DesignError(f"the {what} model matrix: {exc}") from None
+    return X, spec.names, spec
 
 
 def _fixed_matrix(parsed: ParsedFormula, frame: pd.DataFrame):
     """X with aliased columns dropped (and named in a warning), as lme4 does."""
-    X, names, spec = _model_matrix(parsed.fixed, frame, "fixed-effects")
+    X, names, spec = _model_matrix(parsed.fixed_terms, frame, "fixed-effects")
     if X.shape[1] == 0:
         return X, names, (), spec
     keep = independent_columns(X)
@@ -339,20 +304,6 @@ def _group_codes(frame: pd.DataFrame, group: tuple[str, ...], name: str) -> tupl
     return inverse.astype(np.int64), levels
 
 
-def factor_codes(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
-    """Codes and string labels of a column used as a factor: categories in their own order,
-    numbers sorted numerically, text sorted alphabetically (as R's factor())."""
-    if isinstance(values.dtype, pd.CategoricalDtype):
-        cats = np.asarray(values.cat.categories.astype(str), dtype=object)
-        return values.cat.codes.to_numpy().astype(np.int64), cats
-    if pd.api.types.is_numeric_dtype(values) and values.dtype != bool:
-        uniq, codes = np.unique(values.to_numpy(), return_inverse=True)
-        labels = np.array([_number_label(v) for v in uniq], dtype=object)
-        return codes.astype(np.int64), labels
-    uniq, codes = np.unique(values.astype(str).to_numpy(), return_inverse=True)
-    return codes.astype(np.int64), uniq.astype(object)
-
-
 def factor_labels(frame: pd.DataFrame, group: tuple[str, ...]) -> list[str]:
     """Each row's level label of the interaction of the `group` columns (as `_group_codes` names levels)."""
     parts = []
@@ -360,10 +311,6 @@ def factor_labels(frame: pd.DataFrame, group: tuple[str, ...]) -> list[str]:
         codes, labels = factor_codes(frame[col])
         parts.append(labels[codes])
     return [":".join(p) for p in zip(*parts)]
-
-
-def _number_label(v) -> str:
-    return str(int(v)) if float(v).is_integer() else repr(float(v))
 
 
 def _random_blocks(parsed: ParsedFormula, frame: pd.DataFrame):
@@ -374,7 +321,7 @@ def _random_blocks(parsed: ParsedFormula, frame: pd.DataFrame):
     for t in parsed.random:
         if t.group_name not in codes:
             codes[t.group_name] = (t.group, *_group_codes(frame, t.group, t.group_name))
-        Zt, names, spec = _model_matrix(t.expr, frame, f"random-effects ({t.expr} | {t.group_name})")
+        Zt, names, spec = _model_matrix(t.terms, frame, f"random-effects ({t.expr} | {t.group_name})")
         if Zt.shape[1] == 0:
             raise DesignError(f"random term ({t.expr} | {t.group_name}) has no columns")
         split = [(i,) for i in range(len(names))] if not t.correlated else [tuple(range(len(names)))]

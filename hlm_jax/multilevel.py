@@ -27,11 +27,10 @@ from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-from formulaic import Formula, model_matrix
 from scipy import stats as sps
 
-from .design import DesignError, build_design, r_name
-from .formula import FormulaError
+from .design import DesignError, build_design
+from .formula import FormulaError, model_matrix, parse_formula, parse_terms, variables
 from .precision import float64
 from .report import _table
 from .results import LmerModel, fit_design
@@ -42,11 +41,8 @@ INTERCEPT_KEYS = ("1", "(Intercept)", "Intercept")
 # ---- the level equations -------------------------------------------------------------------------
 
 def _terms(rhs: str, what: str) -> list[str]:
-    """Formula terms of a right-hand side ('1' for the intercept), in formulaic's order."""
-    try:
-        return [str(t) for t in Formula(rhs)]
-    except Exception as exc:
-        raise FormulaError(f"cannot parse the {what} {rhs!r}: {exc}") from None
+    """Formula terms of a right-hand side ('1' for the intercept), in R's order (by degree)."""
+    return parse_terms(rhs, what).labels
 
 
 def _rhs(equation: str, what: str) -> str:
@@ -205,21 +201,14 @@ def hlm_formula(level1: str, level2: Mapping[str, str] | None = None, group: str
 
 def _check_level_variables(spec: HlmSpec, data: pd.DataFrame) -> None:
     """Warn when a variable of a level-2 (level-3) equation varies within a level-2 (level-3) unit."""
-    def variables(terms):
-        out = []
-        for t in terms:
-            if t != "1":
-                try:
-                    out += sorted(Formula(t).required_variables)
-                except Exception:
-                    pass
-        return out
+    def used(terms):
+        return [v for t in terms if t != "1" for a in parse_terms(t, "term").atoms for v in variables(a)]
 
     checks = [(spec.groups[0] if spec.levels == 2 else list(spec.groups), spec.level2, "level-2")]
     if spec.level3 is not None:
         checks.append((spec.groups[1], spec.level3, "level-3"))
     for group, equations, what in checks:
-        names = sorted({v for terms in equations.values() for v in variables(terms)} & set(data.columns))
+        names = sorted({v for terms in equations.values() for v in used(terms)} & set(data.columns))
         for v in names:
             varies = data.groupby(group, observed=True)[v].nunique(dropna=True).max()
             if varies > 1:
@@ -286,12 +275,9 @@ def _equation_columns(spec: HlmSpec, frame: pd.DataFrame) -> dict:
             return out
         rhs = ("1 + " if "1" in terms else "0 + ") + " + ".join(rest)
         try:
-            mm = model_matrix(rhs, frame, na_action="ignore")
-            names = [r_name(c) for c in mm.columns]
-            for term, idx in mm.model_spec.term_indices.items():
-                if str(term) != "1":
-                    out[str(term)] = [names[i] for i in idx]
-        except Exception:
+            _, mm = model_matrix(parse_terms(rhs, "equation"), frame)
+            out.update({term: [mm.names[i] for i in idx] for term, idx in mm.term_columns.items() if term != "1"})
+        except (FormulaError, DesignError, KeyError):
             pass
         for t in rest:
             out.setdefault(t, [t])
@@ -563,7 +549,6 @@ def hausman_test(formula: str, data: pd.DataFrame, variable: str, group: str | N
     Fits the mixed model `formula`, and the same model with the group mean of `variable` added
     (the contextual variable); `group` defaults to the formula's (first) grouping factor.
     """
-    from .formula import parse_formula
     from .inference.ddf import contrast_test
 
     parsed = parse_formula(formula)

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from .design import Design, DesignError, build_design, factor_labels, r_name, term_group_names, varcorr_names
+from .design import Design, DesignError, build_design, factor_labels, term_group_names, varcorr_names
 from .fit import ModelFit, fit_model
 from .likelihood.lmm import simulate_responses
 from .optimize import OptSummary, summarize
@@ -243,21 +243,17 @@ class LmerModel:
     def _new_matrices(self, newdata: pd.DataFrame):
         """X, per-factor Z and level codes (−1 for unseen levels) of new rows, and which rows are complete."""
         info = self.info
-        needed = _spec_variables(info.fixed_spec) + [v for f in info.factors for spec, _ in f.specs
-                                                     for v in _spec_variables(spec)]
-        needed = [c for c in needed if c != info.response] + [c for f in info.factors for c in f.group]
+        needed = info.fixed_spec.variables + [v for f in info.factors for spec, _ in f.specs for v in spec.variables]
+        needed = needed + [c for f in info.factors for c in f.group]
         absent = [c for c in dict.fromkeys(needed) if c not in newdata.columns]
         if absent:
             raise DesignError(f"newdata lacks column {absent[0]!r} needed for prediction")
         keep = newdata[list(dict.fromkeys(needed))].notna().all(axis=1).to_numpy()
         frame = newdata.loc[keep]
-        fixed = info.fixed_spec.get_model_matrix(frame, na_action="ignore")
-        X = np.asarray(fixed, dtype=float)[:, [i for i, n in enumerate(_r_names(fixed.columns))
-                                               if n in info.fixed_names]]
+        X = info.fixed_spec.matrix(frame)[:, [info.fixed_spec.names.index(n) for n in info.fixed_names]]
         Zs, codes = [], []
         for f in info.factors:
-            Zs.append(np.column_stack([np.asarray(spec.get_model_matrix(frame, na_action="ignore"),
-                                                  dtype=float)[:, list(cols)] for spec, cols in f.specs]))
+            Zs.append(np.column_stack([spec.matrix(frame)[:, list(cols)] for spec, cols in f.specs]))
             lookup = {lvl: i for i, lvl in enumerate(f.levels)}
             codes.append(np.array([lookup.get(lbl, -1) for lbl in factor_labels(frame, f.group)], dtype=np.int64))
         return X, Zs, codes, keep
@@ -318,10 +314,3 @@ class LmerModel:
 
         return bootstrap(self, n=n, seed=seed, **kw)
 
-
-def _spec_variables(spec) -> list[str]:
-    return sorted(spec.required_variables)
-
-
-def _r_names(columns) -> list[str]:
-    return [r_name(c) for c in columns]

@@ -1,0 +1,120 @@
+"""Terms + data → a model matrix with R's column names and R's coding of factors.
+
+A factor in a term is coded by treatment contrasts (first level as reference) when the term without
+it is marginal to an earlier term (or is the intercept), otherwise by indicators; without an intercept
+the first factor gets indicators (R's model.matrix rules). Interaction columns vary the first factor
+fastest. `MatrixSpec.matrix(newdata)` rebuilds the same columns with the fit's levels and scalings.
+"""
+from __future__ import annotations
+
+import difflib
+import itertools
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from .parse import FormulaError, Name, deparse
+from .terms import Terms, term_label
+from .transforms import DesignError, evaluate, variables
+
+
+@dataclass(frozen=True)
+class MatrixSpec:
+    """Everything needed to rebuild a model matrix on new data: terms, coding, learned transform states."""
+
+    terms: Terms
+    full: tuple[tuple[bool, ...], ...]
+    names: tuple[str, ...]
+    term_columns: dict = field(repr=False)
+    states: dict = field(repr=False)
+
+    @property
+    def variables(self) -> list[str]:
+        """Data columns the matrix reads."""
+        return list(dict.fromkeys(v for a in self.terms.atoms for v in variables(a)))
+
+    def matrix(self, frame: pd.DataFrame) -> np.ndarray:
+        """The model matrix of `frame` with this spec's columns (factor levels from the fit)."""
+        X, names, _ = _columns(self.terms, self.full, frame, self.states)
+        if names != self.names:
+            raise DesignError(f"the data give model-matrix columns {', '.join(names)}; "
+                              f"the fit has {', '.join(self.names)}")
+        return X
+
+
+def model_matrix(terms: Terms, frame: pd.DataFrame) -> tuple[np.ndarray, MatrixSpec]:
+    """The model matrix of `terms` on `frame` and the spec that rebuilds it on new data."""
+    states: dict = {}
+    blocks = {a: evaluate(a, frame, states) for a in terms.atoms}
+    full = _coding(terms, {a: b.factor for a, b in blocks.items()})
+    X, names, term_columns = _columns(terms, full, frame, states, blocks)
+    return X, MatrixSpec(terms, full, names, term_columns, states)
+
+
+def _coding(terms: Terms, is_factor: dict) -> tuple[tuple[bool, ...], ...]:
+    """Per term and atom: True where a factor is coded by indicators (R's TermCode)."""
+    out, first_done = [], terms.intercept
+    for k, term in enumerate(terms.terms):
+        row = []
+        for atom in term:
+            rest = set(term) - {atom}
+            marginal = not rest or any(rest <= set(earlier) for earlier in terms.terms[:k])
+            full = is_factor[atom] and (not marginal or not first_done)
+            first_done = first_done or is_factor[atom]
+            row.append(full)
+        out.append(tuple(row))
+    return tuple(out)
+
+
+def _columns(terms: Terms, full, frame: pd.DataFrame, states: dict, blocks: dict | None = None):
+    """Columns, their names, and each term's column indices."""
+    if blocks is None:
+        blocks = {a: evaluate(a, frame, states) for a in terms.atoms}
+    cols, names, term_columns = [], [], {}
+    if terms.intercept:
+        cols.append(np.ones((len(frame), 1)))
+        names.append("(Intercept)")
+        term_columns["1"] = [0]
+    for term, coding in zip(terms.terms, full):
+        parts = [blocks[a].columns(f) for a, f in zip(term, coding)]
+        start = len(names)
+        # first atom varies fastest: iterate the last atom outermost
+        for combo in itertools.product(*[range(p[0].shape[1]) for p in reversed(parts)]):
+            idx = combo[::-1]
+            value = np.ones(len(frame))
+            for (X, _), j in zip(parts, idx):
+                value = value * X[:, j]
+            cols.append(value[:, None])
+            names.append(":".join(p[1][j] for p, j in zip(parts, idx)))
+        term_columns[term_label(term)] = list(range(start, len(names)))
+    X = np.hstack(cols) if cols else np.zeros((len(frame), 0))
+    return X, tuple(names), term_columns
+
+
+def check_columns(names: list[str], data: pd.DataFrame) -> None:
+    """Unknown columns raise DesignError with close matches; `x.attr` of a real column is attribute access."""
+    columns = [str(c) for c in data.columns]
+    for name in dict.fromkeys(names):
+        if name in columns:
+            continue
+        head = name.split(".")[0]
+        if "." in name and (head in columns or head in ("np", "numpy")):
+            raise FormulaError(f"{name!r} is attribute access, which a formula does not allow "
+                               f"(and {name!r} is not a column)")
+        close = difflib.get_close_matches(name, columns, n=3, cutoff=0.5)
+        hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        raise DesignError(f"column {name!r} is not in the data{hint} (columns: {', '.join(columns)})")
+
+
+def response_values(node, frame: pd.DataFrame) -> np.ndarray:
+    """The response: one numeric column or transform of columns; factors and several columns raise."""
+    label = deparse(node)
+    if isinstance(node, Name) and node.name in frame.columns:
+        raw = frame[node.name]
+        if not pd.api.types.is_numeric_dtype(raw) or raw.dtype == bool:
+            raise DesignError(f"response {label!r} must be numeric, but its dtype is {raw.dtype}")
+    block = evaluate(node, frame, {})
+    if block.factor or block.values.shape[1] != 1:
+        raise DesignError(f"response {label!r} must be one numeric column")
+    return block.values[:, 0]
