@@ -93,7 +93,7 @@ def _equations(lower_terms: list[str], upper: Mapping[str, str] | None, what: st
 
 def _combine(lower_terms: list[str], equations: dict[str, list[str]]) -> list[tuple[str, str, str]]:
     """(combined term, lower coefficient, upper term) with the lower coefficients' own terms first, then
-    the upper-level main effects, then the cross-level interactions (formulaic sorts by degree)."""
+    the upper-level main effects, then the cross-level interactions (terms are sorted by degree)."""
     out = []
     for a in lower_terms:
         for b in equations[a]:
@@ -177,7 +177,7 @@ def hlm_formula(level1: str, level2: Mapping[str, str] | None = None, group: str
             combined.append((c3, path + (s,)))
     fixed = " + ".join(c for c, _ in combined)
     if all(c != "1" for c, _ in combined):
-        fixed = "0 + " + fixed  # no intercept anywhere: keep formulaic from adding one
+        fixed = "0 + " + fixed  # no intercept anywhere: keep the parser from adding one
     if not random2 and not rand3:
         raise FormulaError("the model has no random effect: give random= at least one level-1 coefficient")
     parts = []
@@ -325,7 +325,7 @@ def _gamma_symbols(spec: HlmSpec, cols: dict, fixef: list[str]) -> dict[str, tup
         if name in out:
             matched[name] = out[name]
             continue
-        # formulaic may order an interaction's factors differently: match on the set of parts
+        # an interaction's factors may come in another order: match on the set of parts
         parts = sorted(name.split(":"))
         hit = next((v for k, v in out.items() if sorted(k.split(":")) == parts), None)
         matched[name] = hit if hit is not None else (name, "", (name,))
