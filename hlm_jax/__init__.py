@@ -16,6 +16,7 @@ import os
 import jax
 
 from . import datasets
+from .model import family as families
 from .design import DesignError, NotYetSupportedError
 from .formula import FormulaError
 from .results import ConvergenceWarning, LmerModel, SingularFitWarning, lmer
@@ -27,6 +28,7 @@ _LAZY = {
     "hlm": "multilevel", "HlmModel": "multilevel", "group_mean": "multilevel", "center_within": "multilevel",
     "hausman_test": "multilevel", "compare_methods": "multilevel",
     "lmlist": "batch", "bootstrap": "batch", "pb_test": "batch", "fit_many": "batch",
+    "glmer": "glmm_results", "GlmerModel": "glmm_results",
     "BootstrapResult": "batch", "PBTest": "batch", "LmList": "batch", "BatchWarning": "batch",
 }
 
@@ -53,7 +55,7 @@ def _enable_compilation_cache() -> None:
 
 _enable_compilation_cache()
 
-__all__ = ["lmer", "LmerModel", "datasets", "FormulaError", "DesignError", "NotYetSupportedError",
+__all__ = ["lmer", "glmer", "GlmerModel", "families", "LmerModel", "datasets", "FormulaError", "DesignError", "NotYetSupportedError",
            "ConvergenceWarning", "SingularFitWarning",
            "anova", "AnovaResult", "DifferentDataError", "hlm", "HlmModel", "group_mean", "center_within",
            "hausman_test", "compare_methods",

@@ -14,6 +14,9 @@ def _table(rows: list[list[str]], align: list[str]) -> str:
     return "\n".join(lines)
 
 
+table = _table  # the public name, for other reports (GLMM summaries)
+
+
 def _sig(x: float, digits: int = 4) -> str:
     return f"{x:.{digits}g}" if np.isfinite(x) else "NaN"
 

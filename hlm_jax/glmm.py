@@ -1,0 +1,377 @@
+"""Generalized linear mixed models: lme4's glmer response forms → padded tensors → the Laplace fit.
+
+The response is a proportion y with prior weights w (binomial: the trials), from a 0/1 or logical
+column, a proportion with `weights=`, or `cbind(successes, failures)`. Offsets come from `offset(...)`
+terms and `offset=`. One grouping factor is fitted over the design's padded per-group tensors
+(`laplace.GroupedModel`); several factors through the blocked joint system (`laplace.RowModel`).
+The parameters are x = (θ, β[, log φ]) and the objective is −2 × the Laplace log-likelihood.
+"""
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from dataclasses import dataclass, field
+from functools import partial
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+from scipy.optimize import linprog
+
+from .design import Design, DesignError, NotYetSupportedError, build_design
+from .fit import SINGLE_FIT_OPTIONS
+from .formula import FormulaError, check_columns, deparse, parse_formula, variables
+from .formula.parse import Call, Name, Parser
+from .formula.transforms import numeric
+from .model import agq, laplace
+from .model.family import Family, ResponseError, bad_rows
+from .optimize import NewtonState, minimize
+
+RESPONSE = "glmer_response"
+
+
+class SeparationWarning(UserWarning):
+    """Some fixed effects are not identified: a combination of them separates the 0s from the 1s."""
+
+
+def split_glm_formula(formula: str):
+    """lme4's glmer formula → (the lmer formula of the design, with the response column `RESPONSE` and no
+    offsets; the response's syntax-tree node, e.g. `cbind(s, f)`; the offset(...) nodes)."""
+    if not isinstance(formula, str) or formula.count("~") != 1:
+        parse_formula(formula)  # raises the parser's error
+    lhs, rhs = formula.split("~")
+    parsed = parse_formula(f"{RESPONSE} ~ {rhs}")
+    parser = Parser(lhs.strip())
+    node = parser.sum()
+    parser.expect_end("the end of the response")
+    fixed = dataclasses.replace(parsed.fixed_terms, offsets=()).text
+    plain = " + ".join([fixed] + [t.text for t in parsed.random])
+    return f"{RESPONSE} ~ {plain}", node, parsed.fixed_terms.offsets
+
+
+def evaluate(node, frame: pd.DataFrame, what: str) -> np.ndarray:
+    """A response, trials or offset expression (`size - incidence`, `log(t)`) evaluated on the data."""
+    check_columns(variables(node), frame)
+    if isinstance(node, Name) and frame[node.name].dtype == bool:
+        return frame[node.name].to_numpy(float)
+    values = numeric(node, frame, {})
+    return np.broadcast_to(np.asarray(values, dtype=float), (len(frame),)).copy()
+
+
+def _column_or_array(value, frame: pd.DataFrame, what: str) -> np.ndarray:
+    if isinstance(value, str):
+        check_columns([value], frame)
+        col = frame[value]
+        if not pd.api.types.is_numeric_dtype(col):
+            raise DesignError(f"{what} column {value!r} must be numeric, but its dtype is {col.dtype}")
+        return col.to_numpy(float)
+    arr = np.asarray(value, dtype=float).ravel()
+    if arr.size != len(frame):
+        raise DesignError(f"{what} has {arr.size} values; the data has {len(frame)} rows")
+    return arr
+
+
+@dataclass
+class GlmmData:
+    """A GLMM's design (on a copy of the data whose response column is the proportion) and its rows'
+    response y, prior weights w and offset, in the design's row order."""
+
+    design: Design
+    family: Family
+    formula: str
+    y: np.ndarray
+    w: np.ndarray
+    offset: np.ndarray
+    n_trials_form: str = field(default="")
+
+
+def build_glmm(formula: str, data: pd.DataFrame, family: Family, weights=None, offset=None) -> GlmmData:
+    """Parse lme4's glmer formula (cbind, offset terms), check the response's support, build the design."""
+    if not isinstance(data, pd.DataFrame):
+        raise DesignError(f"data must be a pandas DataFrame, got {type(data).__name__}")
+    plain, lhs, offsets = split_glm_formula(formula)
+    frame = data if data.index.is_unique else data.reset_index(drop=True)
+    w = np.ones(len(frame)) if weights is None else _column_or_array(weights, frame, "weights")
+    if isinstance(lhs, Call) and lhs.func == "cbind":
+        if len(lhs.args) != 2:
+            raise FormulaError(f"{deparse(lhs)}: cbind() takes two arguments, cbind(successes, failures)")
+        s, f = (evaluate(e, frame, "response") for e in lhs.args)
+        trials = s + f
+        y = np.where(trials > 0, s / np.where(trials > 0, trials, 1.0), 0.0)
+        _check_counts(s, f, frame.index)
+        w = w * trials
+    else:
+        y = _binary_or_numeric(frame, lhs)
+    off = np.zeros(len(frame))
+    for expr in offsets:
+        off = off + evaluate(expr, frame, "offset")
+    if offset is not None:
+        off = off + _column_or_array(offset, frame, "offset")
+    ok = np.isfinite(y) & np.isfinite(w) & np.isfinite(off)
+    family.check(y[ok], w[ok], frame.index[ok])
+    copy = frame.assign(**{RESPONSE: np.where(ok, y, np.nan)})
+    design = build_design(plain, copy)
+    pos = copy.index.get_indexer(design.info.row_index)
+    return GlmmData(design, family, formula, y[pos], w[pos], off[pos])
+
+
+def _check_counts(s: np.ndarray, f: np.ndarray, rows) -> None:
+    bad = (s < 0) | (f < 0)
+    if bad.any():
+        raise ResponseError(f"cbind(successes, failures) needs non-negative counts; rows {bad_rows(bad, rows)} "
+                            "have a negative count (successes greater than trials?)")
+
+
+def _binary_or_numeric(frame: pd.DataFrame, lhs) -> np.ndarray:
+    """A logical, 0/1 or numeric response; a two-level factor counts its second level as success (R)."""
+    name = lhs.name if isinstance(lhs, Name) else None
+    if name in frame.columns and not pd.api.types.is_numeric_dtype(frame[name]) and frame[name].dtype != bool:
+        col = frame[name]
+        levels = list(col.cat.categories) if isinstance(col.dtype, pd.CategoricalDtype) else sorted(col.dropna().unique())
+        if len(levels) != 2:
+            raise DesignError(f"response {name!r} is not numeric and has {len(levels)} levels; a binomial "
+                              "response needs two (the first is failure)")
+        return np.where(col.isna(), np.nan, (col == levels[1]).to_numpy(float))
+    return evaluate(lhs, frame, "response")
+
+
+# ---- the model as Laplace problems -----------------------------------------------------------
+
+@jax.tree_util.register_dataclass
+@dataclass(frozen=True)
+class GlmBucket:
+    """One bucket of groups padded to one length: X (G, n, p), Z (G, n, q), y, w, offset, mask (G, n)."""
+
+    X: jax.Array
+    Z: jax.Array
+    y: jax.Array
+    w: jax.Array
+    offset: jax.Array
+    mask: jax.Array
+
+
+@jax.tree_util.register_dataclass
+@dataclass(frozen=True)
+class GlmRows:
+    """Every row: X (n, p), y, w, offset (n,)."""
+
+    X: jax.Array
+    y: jax.Array
+    w: jax.Array
+    offset: jax.Array
+
+
+@dataclass(frozen=True)
+class GlmGroups(laplace.GroupedModel):
+    """A GLM's rows given a group's random effects; params = (β, φ)."""
+
+    family: Family
+
+    def logdens(self, params, data, b):
+        beta, phi = params
+        eta = data.offset + data.X @ beta + data.Z @ b
+        return jnp.sum(data.mask * self.family.logpdf(data.y, eta, data.w, phi))
+
+    def curvature(self, params, data, b):
+        beta, phi = params
+        eta = data.offset + data.X @ beta + data.Z @ b
+        c = data.mask * self.family.fisher_weight(eta, data.w, phi)
+        return (data.Z * c[:, None]).T @ data.Z
+
+
+@dataclass(frozen=True)
+class GlmRowModel(laplace.RowModel):
+    """A GLM's rows given their random part z; params = (β, φ)."""
+
+    family: Family
+
+    def logdens_rows(self, params, rows, z):
+        beta, phi = params
+        return self.family.logpdf(rows.y, rows.offset + rows.X @ beta + z, rows.w, phi)
+
+    def curvature_rows(self, params, rows, z):
+        beta, phi = params
+        return self.family.fisher_weight(rows.offset + rows.X @ beta + z, rows.w, phi)
+
+
+@jax.tree_util.register_dataclass
+@dataclass(frozen=True)
+class Problem:
+    """Everything the objective needs (a pytree): per-group buckets (one factor) or rows (several)."""
+
+    buckets: tuple
+    rows: GlmRows | None
+    random: laplace.RandomRows | None
+    family: Family = field(metadata=dict(static=True))
+    n_theta: int = field(metadata=dict(static=True))
+    lam_index: tuple = field(metadata=dict(static=True))
+    q: tuple = field(metadata=dict(static=True))
+    levels: tuple = field(metadata=dict(static=True))
+    n_agq: int = field(default=1, metadata=dict(static=True))
+
+
+def lambdas(theta, problem: Problem) -> tuple:
+    """Λ_k of each factor at θ (lam_index: per factor, (θ indices, rows, cols))."""
+    out = []
+    for (index, rows, cols), q in zip(problem.lam_index, problem.q):
+        out.append(jnp.zeros((q, q), theta.dtype).at[jnp.array(rows), jnp.array(cols)].set(theta[jnp.array(index)]))
+    return tuple(out)
+
+
+def split_params(x, problem: Problem):
+    """x = (θ, β[, log φ]) → θ, (β, φ)."""
+    theta = x[:problem.n_theta]
+    if problem.family.has_dispersion:
+        return theta, (x[problem.n_theta:-1], jnp.exp(x[-1]))
+    return theta, (x[problem.n_theta:], jnp.ones((), x.dtype))
+
+
+def laplace_deviance(x, problem: Problem) -> jax.Array:
+    """−2 × the Laplace log-likelihood at x = (θ, β[, log φ]): what the optimiser minimises."""
+    theta, params = split_params(x, problem)
+    lams = lambdas(theta, problem)
+    if problem.rows is None:
+        return -2.0 * laplace.grouped_loglik(GlmGroups(problem.family), params, lams[0], problem.buckets)
+    if problem.n_agq > 1:
+        return -2.0 * agq.agq_loglik(GlmRowModel(problem.family), params, lams, problem.rows, problem.random,
+                                     problem.n_agq)
+    return -2.0 * laplace.row_loglik(GlmRowModel(problem.family), params, lams, problem.rows, problem.random)
+
+
+def make_problem(gd: GlmmData, y: np.ndarray | None = None, grouped: bool = False, n_agq: int = 1) -> Problem:
+    """The Laplace problem of a GLMM (optionally with another response y, e.g. a bootstrap draw); grouped=True
+    evaluates a one-factor model over the padded per-group tensors, n_agq > 1 asks for quadrature."""
+    if n_agq > 1 and (len(gd.design.info.factors) > 1 or gd.design.info.q > 1):
+        raise NotYetSupportedError(f"nAGQ = {n_agq} needs a single scalar random effect (one term (1 | g)), "
+                                   "as in lme4; use nAGQ = 1 (the Laplace approximation)")
+    info = gd.design.info
+    y = gd.y if y is None else y
+    layout = info.theta
+    lam_index = tuple((tuple(int(i) for i in np.flatnonzero(layout.block == k)),
+                       tuple(int(i) for i in layout.rows[layout.block == k]),
+                       tuple(int(i) for i in layout.cols[layout.block == k])) for k in range(len(info.factors)))
+    qs = tuple(f.q for f in info.factors)
+    levels = tuple(f.n_levels for f in info.factors)
+    if len(info.factors) == 1 and grouped:
+        buckets = tuple(_bucket(b, y, gd.w, gd.offset) for b in gd.design.buckets)
+        return Problem(buckets, None, None, gd.family, layout.size, lam_index, qs, levels)
+    rows = GlmRows(jnp.asarray(info.X), jnp.asarray(y), jnp.asarray(gd.w), jnp.asarray(gd.offset))
+    return Problem((), rows, random_rows(info), gd.family, layout.size, lam_index, qs, levels, n_agq)
+
+
+def _bucket(b, y, w, off) -> GlmBucket:
+    rows, mask = np.asarray(b.rows), np.asarray(b.mask)
+    return GlmBucket(b.X, b.Z, jnp.asarray(y[rows] * mask), jnp.asarray(np.where(mask > 0, w[rows], 1.0)),
+                     jnp.asarray(off[rows] * mask), b.mask)
+
+
+def random_rows(info) -> laplace.RandomRows:
+    """Each row's place in the joint random-effects vector (first factor block diagonal, the others dense)."""
+    first, others = info.factors[0], info.factors[1:]
+    offsets = np.cumsum([0] + [f.n_levels * f.q for f in others])
+    idx2 = np.concatenate([np.zeros((info.nobs, 0), np.int64)] + [offsets[k] + f.codes[:, None] * f.q + np.arange(f.q)
+                                                                 for k, f in enumerate(others)], axis=1)
+    starts = np.cumsum([0] + [f.q for f in others])
+    return laplace.RandomRows(jnp.asarray(first.codes), jnp.asarray(first.Z), jnp.asarray(idx2),
+                              jnp.asarray(np.concatenate([np.zeros((info.nobs, 0))] + [f.Z for f in others], axis=1)), first.n_levels,
+                              int(offsets[-1]), tuple((int(starts[k]), f.q) for k, f in enumerate(others)))
+
+
+# ---- starting values and the fit -------------------------------------------------------------
+
+def glm_start(X, y, w, off, family: Family, n_iter: int = 50) -> np.ndarray:
+    """β of the GLM without random effects by IRLS (lme4 also starts there)."""
+    mu = np.clip((w * y + 0.5) / (w + 1.0), 1e-4, 1 - 1e-4) if family.name == "binomial" else np.maximum(y, 0.1) \
+        if family.name == "poisson" else y
+    eta = np.asarray(family.link.linkfun(mu))
+    beta = np.zeros(X.shape[1])
+    for _ in range(n_iter):
+        d = np.asarray(family.link.mu_eta(eta))
+        var = np.asarray(family.variance(family.link.linkinv(eta)))
+        W = w * d * d / np.maximum(var, 1e-300)
+        zwork = eta - off + (y - np.asarray(family.link.linkinv(eta))) / np.where(d == 0, 1e-300, d)
+        sw = np.sqrt(W)
+        new = np.linalg.lstsq(X * sw[:, None], zwork * sw, rcond=None)[0]
+        if np.max(np.abs(new - beta)) < 1e-10 * (1 + np.max(np.abs(new))):
+            return new
+        beta = new
+        eta = np.clip(off + X @ beta, -30, 30) if family.name == "binomial" else off + X @ beta
+    return beta
+
+
+def start_values(gd: GlmmData) -> np.ndarray:
+    info = gd.design.info
+    beta = glm_start(info.X, gd.y, gd.w, gd.offset, gd.family)
+    x = [info.theta.start(), beta]
+    if gd.family.has_dispersion:
+        resid = gd.y - (gd.offset + info.X @ beta)
+        x.append([np.log(np.sqrt(np.sum(gd.w * resid ** 2) / len(resid)))])
+    return np.concatenate(x)
+
+
+def lower_bounds(gd: GlmmData) -> np.ndarray:
+    n_rest = gd.design.info.p + gd.family.has_dispersion
+    return np.concatenate([gd.design.info.theta.lower, np.full(n_rest, -np.inf)])
+
+
+@partial(jax.jit, static_argnames=("max_iter",), compiler_options=SINGLE_FIT_OPTIONS)
+def fit_problem(problem: Problem, x0, lower, max_iter: int = 200) -> NewtonState:
+    """Minimise the Laplace deviance over x = (θ, β[, log φ]) with exact derivatives."""
+    return minimize(laplace_deviance, x0, lower, (problem,), max_iter=max_iter)
+
+
+class ModeInfo(NamedTuple):
+    """At x̂: per factor, the conditional modes b (levels, q) and cov(b | y) (levels, q, q)."""
+
+    modes: tuple
+    covs: tuple
+
+
+@jax.jit
+def modes_at(x, problem: Problem) -> ModeInfo:
+    """Conditional modes b = Λû and their covariances ΛH⁻¹Λᵀ (the Laplace approximation's)."""
+    theta, params = split_params(x, problem)
+    lams = lambdas(theta, problem)
+    if problem.rows is None:
+        modes, covs = [], []
+        for data in problem.buckets:
+            _, u, H = laplace.group_terms(GlmGroups(problem.family), params, lams[0], data)
+            modes.append(u @ lams[0].T)
+            covs.append(lams[0] @ jnp.linalg.inv(H) @ lams[0].T)
+        return ModeInfo((jnp.concatenate(modes),), (jnp.concatenate(covs),))
+    _, (u1, u2), H = laplace.row_terms(GlmRowModel(problem.family), params, lams, problem.rows, problem.random)
+    cov1, cov2 = laplace.conditional_covariances(H)
+    modes, covs, start = [u1 @ lams[0].T], [lams[0] @ cov1 @ lams[0].T], 0
+    for lam in lams[1:]:
+        q = lam.shape[0]
+        n = problem.levels[len(modes)]
+        modes.append(u2[start:start + n * q].reshape(n, q) @ lam.T)
+        block = cov2[start:start + n * q, start:start + n * q].reshape(n, q, n, q)
+        covs.append(lam @ jnp.einsum("aibj->abij", block)[jnp.arange(n), jnp.arange(n)] @ lam.T)
+        start += n * q
+    return ModeInfo(tuple(modes), tuple(covs))
+
+
+def separation_check(X: np.ndarray, y: np.ndarray, w: np.ndarray, names, family: Family) -> None:
+    """Warn when a direction of the fixed effects separates the binomial 0s from the 1s (complete or
+    quasi-complete separation: the ML estimate is infinite); found by a linear program (Konis 2007)."""
+    if family.name != "binomial" or X.shape[1] == 0:
+        return
+    k = y * w
+    upper = k > 0      # rows with successes need x'd ≥ 0
+    lower = k < w      # rows with failures need x'd ≤ 0
+    A = np.concatenate([-X[upper & ~lower], X[lower & ~upper]])
+    both = X[upper & lower]
+    A_eq = both if len(both) else None
+    c = -(X[upper & ~lower].sum(axis=0) - X[lower & ~upper].sum(axis=0))
+    res = linprog(c, A_ub=A if len(A) else None, b_ub=np.zeros(len(A)) if len(A) else None, A_eq=A_eq,
+                  b_eq=np.zeros(len(both)) if len(both) else None, bounds=[(-1, 1)] * X.shape[1], method="highs")
+    if res.status == 0 and -res.fun > 1e-7 * max(1.0, np.abs(X).max()):
+        d = res.x
+        involved = [n for n, v in zip(names, d) if abs(v) > 1e-7]
+        warnings.warn(f"complete or quasi-complete separation: the fixed effects {', '.join(involved)} separate "
+                      "the outcomes, so their estimates are not finite (large estimates and standard errors "
+                      "below are meaningless); consider removing or merging those terms", SeparationWarning,
+                      stacklevel=4)

@@ -1,0 +1,137 @@
+"""Many GLMM fits in one compiled program: parametric bootstrap, bootstrap LRT and fits to many responses.
+
+Every refit is the same Laplace problem with another response vector, so the problems differ only in
+y: the slot queue of `optimize.minimize_queue` steps a fixed number of them at a time with exact
+derivatives (through the conditional modes) and refills finished slots. The replicate axis is laid
+out over the available devices (a one-axis mesh), as the LMM batches are.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+import warnings
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from scipy import stats as sps
+
+from .batch import BatchWarning, BootstrapResult, PBTest
+from .design import DesignError
+from .glmm import Problem, laplace_deviance, make_problem
+from .optimize import batch_converged, gradient_and_hessian, minimize_queue
+from .precision import float64
+
+WIDTH = 64
+
+
+def _with_response(problem: Problem, y) -> tuple[Problem]:
+    return (dataclasses.replace(problem, rows=dataclasses.replace(problem.rows, y=y)),)
+
+
+def _derivs(x, problem):
+    g, H = gradient_and_hessian(laplace_deviance, x, (problem,))
+    return laplace_deviance(x, problem), g, H
+
+
+@partial(jax.jit, static_argnames=("width", "max_iter"))
+def refit_responses(problem: Problem, ys, x0, lower, n_valid, width: int = WIDTH, max_iter: int = 100):
+    """Minimise the Laplace deviance for every response row of ys (N, n) from x0: the slots' final states."""
+    return minimize_queue(laplace_deviance, _derivs, x0, lower, ys, partial(_with_response, problem), n_valid,
+                          width, max_iter=max_iter)
+
+
+def _shard(ys: np.ndarray) -> jax.Array:
+    """Responses padded to a multiple of the device count and laid out along a one-axis mesh."""
+    devices = jax.devices()
+    n_dev = len(devices)
+    pad = (-len(ys)) % n_dev
+    ys = np.concatenate([ys, np.repeat(ys[-1:], pad, axis=0)]) if pad else ys
+    if n_dev == 1:
+        return jnp.asarray(ys)
+    return jax.device_put(ys, NamedSharding(Mesh(np.array(devices), ("batch",)), PartitionSpec("batch")))
+
+
+def fit_responses(model, ys: np.ndarray, max_iter: int = 100) -> dict:
+    """Refit `model` to each row of ys (proportions, rows in the fit's order), batched; numpy results."""
+    gd = model.gd
+    problem = make_problem(gd)
+    if problem.n_agq != 1 or model.nAGQ != 1:
+        raise DesignError("batched GLMM refits use the Laplace approximation (nAGQ = 1)")
+    lower = np.concatenate([gd.design.info.theta.lower, np.full(len(model._x) - gd.design.info.theta.size, -np.inf)])
+    n = len(ys)
+    out = refit_responses(problem, _shard(np.asarray(ys, float)), jnp.asarray(model._x), jnp.asarray(lower),
+                          n, width=min(WIDTH, max(n, 1)), max_iter=max_iter)
+    out = jax.tree_util.tree_map(lambda a: np.asarray(a)[:n], out)
+    return {"x": out.x, "objective": out.f, "converged": np.asarray(batch_converged(out)), "iterations": out.iterations}
+
+
+def _table(model, x: np.ndarray) -> pd.DataFrame:
+    """Replicates as lme4's bootMer(FUN = c(fixef, theta)) columns: fixed effects, then θ by name."""
+    n_theta = model.info.theta.size
+    p = model.info.p
+    cols = list(model.fixef.index) + list(model.theta_names)
+    table = pd.DataFrame(np.column_stack([x[:, n_theta:n_theta + p], x[:, :n_theta]]), columns=cols)
+    table.index.name = "replicate"
+    return table
+
+
+@float64
+def bootstrap_glmm(model, n: int = 1000, seed: int = 0, max_iter: int = 100) -> BootstrapResult:
+    """Parametric bootstrap of a GLMM (lme4's bootMer): n responses simulated from the fit, each refitted
+    by the Laplace approximation in one batched program. Replicates: fixed effects and θ."""
+    t0 = time.perf_counter()
+    ys = np.asarray(model.simulate_array(n, seed))
+    t1 = time.perf_counter()
+    out = fit_responses(model, ys, max_iter)
+    t2 = time.perf_counter()
+    result = BootstrapResult(_table(model, out["x"]), out["x"][:, :model.info.theta.size], out["converged"],
+                             out["objective"], out["iterations"], int(seed),
+                             {"simulate_seconds": t1 - t0, "fit_seconds": t2 - t1})
+    if result.n_failed:
+        warnings.warn(f"{result.n_failed} of {n} bootstrap refits did not converge; they are flagged in "
+                      "`converged` and left out of confint()", BatchWarning, stacklevel=3)
+    return result
+
+
+@float64
+def pb_test_glmm(small, big, n: int = 1000, seed: int = 0, max_iter: int = 100) -> PBTest:
+    """Parametric bootstrap likelihood-ratio test of nested GLMMs (pbkrtest's PBmodcomp): responses
+    simulated from the small model, both models refitted to each."""
+    if small.nobs != big.nobs or not np.array_equal(small.gd.y, big.gd.y):
+        raise DesignError("pb_test needs both models fitted to the same data and response")
+    df = big.n_params - small.n_params
+    if df <= 0:
+        raise DesignError(f"the small model has {small.n_params} parameters and the big one {big.n_params}; "
+                          "pass the models as pb_test(small, big)")
+    stat = max(small.objective - big.objective, 0.0)
+    ys = np.asarray(small.simulate_array(n, seed))
+    out_s, out_b = fit_responses(small, ys, max_iter), fit_responses(big, ys, max_iter)
+    ref = np.maximum(out_s["objective"] - out_b["objective"], 0.0)
+    converged = out_s["converged"] & out_b["converged"]
+    used = ref[converged]
+    p_boot = (1 + np.sum(used >= stat)) / (1 + used.size)
+    n_failed = int(np.sum(~converged))
+    if n_failed:
+        warnings.warn(f"{n_failed} of {n} bootstrap refits did not converge and were left out", BatchWarning,
+                      stacklevel=3)
+    return PBTest(float(stat), int(df), float(sps.chi2.sf(stat, df)), float(p_boot), ref, converged, n_failed)
+
+
+@float64
+def fit_many_glmm(model, responses, max_iter: int = 100) -> pd.DataFrame:
+    """The model refitted to each column of `responses` (n rows × m responses, as the fit's rows; binomial:
+    proportions of the fit's trials): one row per response with fixed effects, θ, logLik, converged."""
+    ys = np.asarray(responses, float)
+    if ys.ndim != 2 or ys.shape[0] != model.nobs:
+        raise DesignError(f"responses must be a matrix with {model.nobs} rows (one per row of the fit)")
+    for j in range(ys.shape[1]):
+        model.family.check(ys[:, j], model.gd.w, model.info.row_index)
+    out = fit_responses(model, ys.T, max_iter)
+    table = _table(model, out["x"])
+    table["logLik"] = -0.5 * out["objective"]
+    table["converged"] = out["converged"]
+    return table

@@ -1,0 +1,251 @@
+"""`glmer()` and the fitted GLMM: lme4's results API (fixef, vcov, ranef, predict, residuals, summary)."""
+from __future__ import annotations
+
+from functools import cached_property
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+from scipy import stats as sps
+
+from .design import with_response
+from .fit import ModelFit
+from .glmm import (GlmmData, build_glmm, fit_problem, lower_bounds, make_problem, modes_at, separation_check,
+                   start_values, laplace_deviance)
+from .glmm_batch import bootstrap_glmm
+from .likelihood.lmm import Estimates
+from .model.family import make_family
+from .optimize import OptSummary, gradient_and_hessian, summarize
+from .precision import float64
+from .report import fixed_correlation, table
+from .results import LmerModel
+
+GLMM_METHOD = "projected Newton over (θ, β), exact gradient and Hessian through the Laplace mode"
+
+
+@float64
+def glmer(formula: str, data: pd.DataFrame, family="binomial", weights=None, offset=None, nAGQ: int = 1,
+          link: str | None = None, max_iter: int = 200) -> "GlmerModel":
+    """Fit a generalized linear mixed model by the Laplace approximation (nAGQ=1) or adaptive
+    Gauss-Hermite quadrature (nAGQ > 1, one scalar random effect), as lme4's glmer.
+
+    family: "binomial", "poisson", "gaussian" or a `hj.families.Family`; link overrides its link.
+    Binomial responses: 0/1 or logical, a proportion with weights= (trials), or cbind(successes, failures).
+    weights: prior weights (a column name or an array); offset: a column name, an array, or offset(...) terms.
+    """
+    fam = make_family(family, link)
+    gd = build_glmm(formula, data, fam, weights, offset)
+    info = gd.design.info
+    separation_check(info.X, gd.y, gd.w, info.fixed_names, fam)
+    return fit_glmm(gd, nAGQ, max_iter)
+
+
+@float64
+def fit_glmm(gd: GlmmData, nAGQ: int = 1, max_iter: int = 200) -> "GlmerModel":
+    """Fit a GLMM whose data are already built (also used with a new response)."""
+    problem = make_problem(gd, n_agq=int(nAGQ))
+    x0, lower = jnp.asarray(start_values(gd)), jnp.asarray(lower_bounds(gd))
+    state = fit_problem(problem, x0, lower, max_iter=max_iter)
+    _, H = _hessian(state.x, problem)
+    modes = modes_at(state.x, make_problem(gd))
+    model = GlmerModel(gd, jax.tree_util.tree_map(np.asarray, state), np.asarray(H),
+                       jax.tree_util.tree_map(np.asarray, modes), nAGQ)
+    model.warn_if_problematic()
+    return model
+
+
+@jax.jit
+def _hessian(x, problem):
+    return gradient_and_hessian(laplace_deviance, x, (problem,))
+
+
+class GlmerModel(LmerModel):
+    """A fitted GLMM. Names follow lme4 (fixef, ranef, VarCorr → varcorr, ...); σ is 1 unless the family has
+    a dispersion (Gaussian)."""
+
+    def __init__(self, gd: GlmmData, state, hessian: np.ndarray, modes, nAGQ: int = 1):
+        info = gd.design.info
+        self.gd = gd
+        self.family = gd.family
+        self.nAGQ = nAGQ
+        n_theta, p = info.theta.size, info.p
+        x = np.asarray(state.x)
+        self._x = x
+        self._hessian = hessian
+        sigma = float(np.exp(x[-1])) if gd.family.has_dispersion else 1.0
+        vcov = self._vcov_from_hessian(hessian, n_theta, p, x[:n_theta], info.theta.lower)
+        est = Estimates(x[n_theta:n_theta + p], np.asarray(sigma), vcov, None, None, np.asarray(state.f))
+        raw = ModelFit(state._replace(x=x[:n_theta]), est, modes.modes, modes.covs)
+        super().__init__(gd.design, False, raw, np.zeros(p))
+        self.opt = summarize(state, method=GLMM_METHOD)
+
+    @staticmethod
+    def _vcov_from_hessian(H, n_theta, p, theta, lower) -> np.ndarray:
+        """cov(β̂) = 2 [H⁻¹]_ββ from the deviance's Hessian over (θ, β) (lme4's use.hessian=TRUE); θ at its
+        bound is held fixed (its row dropped)."""
+        keep = np.concatenate([~(theta <= lower + 1e-10), np.ones(H.shape[0] - n_theta, bool)])
+        Hk = H[np.ix_(keep, keep)]
+        inv = np.linalg.inv(Hk)
+        start = int(keep[:n_theta].sum())
+        return 2.0 * inv[start:start + p, start:start + p]
+
+    # ---- fit statistics ---------------------------------------------------------------------
+    @property
+    def objective(self) -> float:
+        """−2 log-likelihood (Laplace or adaptive Gauss-Hermite) at the optimum."""
+        return float(self._raw.est.objective)
+
+    @property
+    def n_params(self) -> int:
+        return len(self.fixef) + len(self.theta) + int(self.family.has_dispersion)
+
+    @property
+    def deviance(self) -> float:
+        """lme4's deviance(glmer): the sum of squared deviance residuals at the conditional modes."""
+        return float(np.sum(self.residuals("deviance").to_numpy() ** 2))
+
+    @property
+    def df_resid(self) -> int:
+        return self.nobs - self.n_params
+
+    # ---- variance components ------------------------------------------------------------------
+    @cached_property
+    def varcorr(self) -> pd.DataFrame:
+        """lme4's as.data.frame(VarCorr(m)); a residual row only for families with a dispersion."""
+        table_ = LmerModel.varcorr.func(self)
+        return table_ if self.family.has_dispersion else table_[table_["grp"] != "Residual"].reset_index(drop=True)
+
+    # ---- predictions and residuals -------------------------------------------------------------
+    def linear_predictor(self) -> np.ndarray:
+        """η = offset + Xβ̂ + Zb̂ for the rows used in the fit."""
+        info = self.info
+        return self.gd.offset + info.X @ self.fixef.to_numpy() + self._row_random_part(
+            [f.Z for f in info.factors], [f.codes for f in info.factors])
+
+    @float64
+    def fitted(self) -> pd.Series:
+        """Fitted means μ̂ (the response scale), as lme4's fitted()."""
+        mu = np.asarray(self.family.link.linkinv(jnp.asarray(self.linear_predictor())))
+        return pd.Series(mu, index=self.info.row_index, name="fitted")
+
+    @float64
+    def predict(self, newdata: pd.DataFrame | None = None, re: bool = True, type: str = "link",
+                offset=None) -> pd.Series:
+        """Predictions on the link (default, as lme4) or response scale; re=False for the population level.
+        New data take the offset from `offset` (an array or column name), else none."""
+        if type not in ("link", "response"):
+            raise ValueError(f"type must be 'link' or 'response', not {type!r}")
+        if newdata is None:
+            eta = self.linear_predictor() if re else self.gd.offset + self.info.X @ self.fixef.to_numpy()
+            index = self.info.row_index
+        else:
+            eta = LmerModel.predict(self, newdata, re).to_numpy()
+            if offset is not None:
+                eta = eta + (newdata[offset].to_numpy(float) if isinstance(offset, str) else np.asarray(offset, float))
+            index = newdata.index
+        values = np.asarray(self.family.link.linkinv(jnp.asarray(eta))) if type == "response" else eta
+        return pd.Series(values, index=index, name="predicted")
+
+    @float64
+    def residuals(self, type: str = "deviance") -> pd.Series:
+        """Residuals as lme4's residuals(): "deviance" (default), "pearson", "response" or "working"."""
+        y, w = self.gd.y, self.gd.w
+        mu = self.fitted().to_numpy()
+        fam = self.family
+        if type == "response":
+            r = y - mu
+        elif type == "pearson":
+            r = (y - mu) * np.sqrt(w) / np.sqrt(np.asarray(fam.variance(jnp.asarray(mu))))
+        elif type == "deviance":
+            d = np.asarray(fam.unit_deviance(jnp.asarray(y), jnp.asarray(mu), jnp.asarray(w)))
+            r = np.sign(y - mu) * np.sqrt(np.maximum(d, 0.0))
+        elif type == "working":
+            eta = self.linear_predictor()
+            r = (y - mu) / np.asarray(fam.link.mu_eta(jnp.asarray(eta)))
+        else:
+            raise ValueError(f"unknown residual type {type!r}; use deviance, pearson, response or working")
+        return pd.Series(r, index=self.info.row_index, name="residuals")
+
+    @float64
+    def simulate(self, nsim: int = 1, seed: int = 0) -> pd.DataFrame:
+        """nsim responses drawn from the fitted model (new random effects, then the family), on the
+        response's scale (proportions for binomial: multiply by the trials for counts)."""
+        return pd.DataFrame(np.asarray(self.simulate_array(nsim, seed)).T, index=self.info.row_index,
+                            columns=[f"sim_{i + 1}" for i in range(nsim)])
+
+    def simulate_array(self, nsim: int, seed: int) -> jax.Array:
+        info = self.info
+        key_b, key_y = jax.random.split(jax.random.PRNGKey(seed))
+        eta = jnp.asarray(self.gd.offset + info.X @ self.fixef.to_numpy())[None, :]
+        for k, (f, lam) in enumerate(zip(info.factors, self.lambda_blocks)):
+            u = jax.random.normal(jax.random.fold_in(key_b, k), (nsim, f.n_levels, f.q))
+            eta = eta + jnp.einsum("nq,snq->sn", jnp.asarray(f.Z), (u @ jnp.asarray(lam).T * self.sigma)[:, f.codes])
+        mu = self.family.link.linkinv(eta)
+        return self.family.simulate(key_y, mu, jnp.asarray(self.gd.w)[None, :], self.sigma)
+
+    # ---- tables -------------------------------------------------------------------------------
+    def tidy(self, ddf: str | None = None) -> pd.DataFrame:
+        """Fixed effects with Wald z tests (lme4's summary): term, estimate, std_error, statistic, p_value."""
+        if ddf is not None:
+            raise ValueError("denominator degrees of freedom are for linear mixed models; GLMMs use z tests")
+        se = self.std_errors
+        z = (self.fixef / se).to_numpy()
+        return pd.DataFrame({"term": self.fixef.index, "estimate": self.fixef.to_numpy(), "std_error": se.to_numpy(),
+                             "statistic": z, "p_value": 2.0 * sps.norm.sf(np.abs(z))})
+
+    def confint(self, method: str = "wald", level: float = 0.95, **kw) -> pd.DataFrame:
+        """Wald intervals of the fixed effects (profile and bootstrap intervals are for lmer fits)."""
+        if method != "wald":
+            raise ValueError("GLMM intervals: method='wald' (use m.bootstrap() for bootstrap quantiles)")
+        z = sps.norm.ppf(0.5 + level / 2)
+        se = self.std_errors
+        return pd.DataFrame({"lower": self.fixef - z * se, "upper": self.fixef + z * se})
+
+    def summary(self) -> str:
+        return format_glmm_summary(self)
+
+    def __repr__(self) -> str:
+        return self.summary()
+
+    def bootstrap(self, n: int = 1000, seed: int = 0, **kw):
+        """Parametric bootstrap (lme4's bootMer): n refits to responses simulated from this fit, batched."""
+        return bootstrap_glmm(self, n=n, seed=seed, **kw)
+
+    def refit(self, y: np.ndarray) -> "GlmerModel":
+        """The same model fitted to another response (proportions, in the fit's row order)."""
+        gd = GlmmData(with_response(self.gd.design, y), self.family, self.gd.formula, np.asarray(y, float),
+                      self.gd.w, self.gd.offset)
+        return fit_glmm(gd, self.nAGQ)
+
+
+def format_glmm_summary(m: GlmerModel) -> str:
+    """The fit as lme4's print(summary(glmer(...))) lays it out."""
+    how = "Laplace Approximation" if m.nAGQ == 1 else f"Adaptive Gauss-Hermite Quadrature, nAGQ = {m.nAGQ}"
+    stats = [("AIC", m.aic), ("BIC", m.bic), ("logLik", m.loglik), ("deviance", m.objective), ("df.resid", m.df_resid)]
+    parts = [f"Generalized linear mixed model fit by maximum likelihood ({how}) (hlm_jax)\n"
+             f" Family: {m.family}\nFormula: {m.gd.formula}"
+             + (f"\n({m.info.n_dropped_missing} observations deleted due to missingness)" if m.info.n_dropped_missing
+                else "") + "\n\n" + table([[k for k, _ in stats], [f"{v:.1f}" for _, v in stats]], ["r"] * 5)]
+    r = m.residuals("pearson").to_numpy()
+    parts.append("Scaled residuals:\n" + table([["Min", "1Q", "Median", "3Q", "Max"],
+                                                [f"{q:.4f}" for q in np.quantile(r, [0, .25, .5, .75, 1])]], ["r"] * 5))
+    rows = [["Groups", "Name", "Variance", "Std.Dev.", "Corr"]]
+    for name, cols, cov in m.term_covariances():
+        sd = np.sqrt(np.diag(cov))
+        for i, c in enumerate(cols):
+            corr = " ".join(f"{cov[i, j] / (sd[i] * sd[j]):.2f}" if sd[i] * sd[j] > 0 else "NaN" for j in range(i))
+            rows.append([name if i == 0 else "", c, f"{cov[i, i]:.4g}", f"{sd[i]:.4g}", corr])
+    if m.family.has_dispersion:
+        rows.append(["Residual", "", f"{m.sigma ** 2:.4g}", f"{m.sigma:.4g}", ""])
+    groups = ", ".join(f"{k}, {v}" for k, v in m.ngroups.items())
+    parts.append("Random effects:\n" + table(rows, ["l", "l", "r", "r", "l"]) + f"\nNumber of obs: {m.nobs}, groups:  {groups}")
+    fixed = [["", "Estimate", "Std. Error", "z value", "Pr(>|z|)"]]
+    for _, t in m.tidy().iterrows():
+        fixed.append([t["term"], f"{t['estimate']:.5f}", f"{t['std_error']:.5f}", f"{t['statistic']:.3f}",
+                      f"{t['p_value']:.3g}"])
+    parts.append("Fixed effects:\n" + table(fixed, ["l", "r", "r", "r", "r"]))
+    parts.append(fixed_correlation(m))
+    notes = ["boundary (singular) fit: see the variance components above"] if m.singular else []
+    parts.append("\n".join(notes + [f"optimizer: {m.opt}"]))
+    return "\n\n".join(p for p in parts if p) + "\n"
