@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import hlm_jax as hj
 from hlm_jax.design import build_design
 from hlm_jax.fit import crossed_stats, fit_crossed
+from hlm_jax.model.layout import theta_layout
 
 FORMULA = "y ~ service + (1 | s) + (1 | d) + (1 | dept)"
 
@@ -34,7 +35,7 @@ def time_hlm_jax(repeat: int) -> dict:
     with jax.enable_x64(True):
         stats, _ = crossed_stats(design)
         prep = time.perf_counter() - start
-        layout = design.info.theta
+        layout = theta_layout(design.info.terms)
         args = (stats, jnp.asarray(layout.start()), jnp.asarray(layout.lower), jnp.asarray(1.0))
         start = time.perf_counter()
         compiled = fit_crossed.lower(*args).compile()

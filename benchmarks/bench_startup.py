@@ -75,6 +75,7 @@ import hlm_jax as hj
 mark("import hlm_jax (rest)")
 import jax.numpy as jnp
 from hlm_jax.design import build_design
+from hlm_jax.model.layout import theta_layout
 from hlm_jax import fit as F
 df = hj.datasets.load("sleepstudy")
 with jax.enable_x64(True):
@@ -85,7 +86,7 @@ with jax.enable_x64(True):
     stats, beta0 = F.design_stats(design)
     jax.block_until_ready(stats)
     mark("group statistics (jit: trace+lower+compile+run)")
-    layout = design.info.theta
+    layout = theta_layout(design.info.terms)
     args = (stats, jnp.asarray(layout.start()), jnp.asarray(layout.lower), jnp.asarray(1.0))
     traced = F.fit_stats.trace(*args, max_iter=200)
     mark("fit_stats: trace")

@@ -29,10 +29,11 @@ import numpy as np
 import pandas as pd
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from .design import DesignError, NotYetSupportedError, bucket_length, build_design, factor_codes, varcorr_names
+from .design import DesignError, NotYetSupportedError, bucket_length, build_design, factor_codes
 from .formula import Name, check_columns, model_matrix, parse_formula, parse_lmlist, response_values, variables
 from .likelihood import sums
 from .likelihood.lmm import Stats, estimates
+from .model.layout import FactorStructure, ThetaLayout, theta_layout
 from .optimize import batch_converged, minimize_queue
 from .precision import float64
 
@@ -244,16 +245,15 @@ class Target:
     x0: jax.Array
     lower: jax.Array
     reml: jax.Array
-    lam_rows: tuple = field(metadata=dict(static=True))
-    lam_cols: tuple = field(metadata=dict(static=True))
+    structure: FactorStructure = field(metadata=dict(static=True))
 
     def stats(self, *b) -> Stats:
         """One problem's Stats from its y-dependent parts (Zᵀy, Xᵀy, yᵀy), or from all seven parts
         (ZᵀZ, ZᵀX, Zᵀy, XᵀX, Xᵀy, yᵀy, n) when every problem has its own design."""
         if len(b) == 7:
-            return Stats(*b, self.lam_rows, self.lam_cols)
+            return Stats(*b, self.structure)
         Zty, Xty, yty = b
-        return Stats(self.ZtZ, self.ZtX, Zty, self.XtX, Xty, yty, self.n, self.lam_rows, self.lam_cols)
+        return Stats(self.ZtZ, self.ZtX, Zty, self.XtX, Xty, yty, self.n, self.structure)
 
 
 def _single_factor(model, what: str) -> None:
@@ -274,11 +274,10 @@ def group_sums(codes: np.ndarray, G: int, left: np.ndarray, right: np.ndarray) -
     return out
 
 
-def _target(X, Z, codes, G, layout, x0, reml) -> Target:
+def _target(X, Z, codes, G, layout: ThetaLayout, x0, reml) -> Target:
     return Target(jnp.asarray(group_sums(codes, G, Z, Z)), jnp.asarray(group_sums(codes, G, Z, X)),
                   jnp.asarray(X.T @ X), jnp.asarray(float(X.shape[0])), jnp.asarray(x0, dtype=float),
-                  jnp.asarray(layout.lower, dtype=float), jnp.asarray(float(reml)),
-                  tuple(int(i) for i in layout.rows), tuple(int(i) for i in layout.cols))
+                  jnp.asarray(layout.lower, dtype=float), jnp.asarray(float(reml)), layout.factor(0))
 
 
 # ---- simulating sufficient statistics ------------------------------------------------------------
@@ -578,32 +577,6 @@ def _run_given(target: Target, data, n: int, chunk, progress, max_iter, desc, di
                         devices=len(jax.devices()))
 
 
-# ---- variance components by name -----------------------------------------------------------------
-
-def sd_cor(theta: np.ndarray, sigma: np.ndarray, info) -> np.ndarray:
-    """Rows of θ and σ → sds and correlations in θ order (columns as `design.varcorr_names`)."""
-    theta = np.atleast_2d(theta)
-    Q = info.q
-    lam = np.zeros((theta.shape[0], Q, Q))
-    lam[:, info.theta.rows, info.theta.cols] = theta
-    out = []
-    offset = 0
-    for t in info.terms:
-        block = lam[:, offset:offset + t.q, offset:offset + t.q]
-        cov = sigma[:, None, None] ** 2 * np.einsum("nij,nkj->nik", block, block)
-        sd = np.sqrt(np.maximum(np.einsum("nii->ni", cov), 0.0))
-        for j in range(t.q):
-            for i in range(j, t.q):
-                if i == j:
-                    out.append(sd[:, i])
-                else:
-                    with np.errstate(invalid="ignore", divide="ignore"):
-                        denom = sd[:, i] * sd[:, j]
-                        out.append(np.where(denom > 0, cov[:, i, j] / np.where(denom > 0, denom, 1.0), np.nan))
-        offset += t.q
-    return np.column_stack(out) if out else np.zeros((theta.shape[0], 0))
-
-
 # ---- bootstrap ----------------------------------------------------------------------------------
 
 def _model_arrays(model):
@@ -632,13 +605,13 @@ def bootstrap(model, n: int = 1000, seed: int = 0, chunk: int | None = None, pro
     t0 = time.perf_counter()
     simulator, source, _ = _simulator(X @ beta, Z, model.lambda_matrix, model.sigma, codes, G, [(X, Z, beta)],
                                       info.row_index)
-    target = _target(X, Z, codes, G, info.theta, model.theta, model.reml)
+    target = _target(X, Z, codes, G, model.layout, model.theta, model.reml)
     setup = time.perf_counter() - t0
     (out,), timing = _run_simulated(simulator, (target,), n, seed, chunk, progress, max_iter, "bootstrap",
                                     (G, info.q, info.p))
     timing["setup_seconds"] = setup
     fixef = beta[None, :] + out["beta"]
-    table = np.column_stack([fixef, out["sigma"], sd_cor(out["theta"], out["sigma"], info)])
+    table = np.column_stack([fixef, out["sigma"], model.layout.sd_cor(out["theta"], out["sigma"])])
     columns = list(model.fixef.index) + ["sigma"] + list(model.varcorr_names())
     replicates = pd.DataFrame(table, columns=columns)
     replicates.index.name = "replicate"
@@ -732,8 +705,8 @@ def pb_test(small, big, n: int = 1000, seed: int = 0, chunk: int | None = None,
     beta_b = np.linalg.lstsq(X_b, mean, rcond=None)[0]
     simulator, _, _ = _simulator(mean, Z_s, small_ml.lambda_matrix, small_ml.sigma, codes, G,
                                  [(X_s, Z_s, beta_s), (X_b, Z_b, beta_b)], small.info.row_index)
-    targets = (_target(X_s, Z_s, codes, G, small_ml.info.theta, small_ml.theta, False),
-               _target(X_b, Z_b, codes, G, big_ml.info.theta, big_ml.theta, False))
+    targets = (_target(X_s, Z_s, codes, G, small_ml.layout, small_ml.theta, False),
+               _target(X_b, Z_b, codes, G, big_ml.layout, big_ml.theta, False))
     dims = (G, max(small.info.q, big.info.q), big.info.p)
     (out_s, out_b), _ = _run_simulated(simulator, targets, n, seed, chunk, progress, max_iter, "pb_test", dims)
     ref = np.maximum(out_s["objective"] - out_b["objective"], 0.0)
@@ -989,8 +962,9 @@ def _table(info, fixed_names, fixef, se, out, extra: dict) -> pd.DataFrame:
     columns = {name: fixef[:, j] for j, name in enumerate(fixed_names)}
     columns.update({f"se_{name}": se[:, j] for j, name in enumerate(fixed_names)})
     columns["sigma"] = out["sigma"]
-    vc = sd_cor(out["theta"], out["sigma"], info)
-    columns.update({name: vc[:, j] for j, name in enumerate(varcorr_names(info.terms))})
+    layout = theta_layout(info.terms)
+    vc = layout.sd_cor(out["theta"], out["sigma"])
+    columns.update({name: vc[:, j] for j, name in enumerate(layout.varcorr_names())})
     columns["objective"] = out["objective"]
     columns["converged"] = out["converged"]
     columns["iterations"] = out["iterations"]
@@ -1053,11 +1027,10 @@ def fit_many(formula: str, datasets, responses=None, REML: bool = True, chunk: i
         if stand_in is None:
             raise DesignError("no data set can be fitted (rank-deficient X or fewer than two groups in every one)")
         data = tuple(np.where(ok.reshape((m,) + (1,) * (a.ndim - 1)), a, a[stand_in]) for a in data)
-    layout = info.theta
+    layout = theta_layout(info.terms)
     empty = jnp.zeros((0,))
     target = Target(empty, empty, empty, empty, jnp.asarray(layout.start(), dtype=float),
-                    jnp.asarray(layout.lower, dtype=float), jnp.asarray(float(REML)),
-                    tuple(int(i) for i in layout.rows), tuple(int(i) for i in layout.cols))
+                    jnp.asarray(layout.lower, dtype=float), jnp.asarray(float(REML)), layout.factor(0))
     out, _ = _run_given(target, data, m, chunk, progress, max_iter, "fit_many", (G, q, p, True))
     out = _blank_failed(out, ok)
     fixef = beta0 + out["beta"]
@@ -1117,7 +1090,8 @@ def _fit_responses(formula, data, responses, REML, chunk, progress, max_iter) ->
     B0 = np.linalg.lstsq(X, Y, rcond=None)[0]              # (p, m)
     Yc = Y - X @ B0
     data_y = (np.moveaxis(group_sums(codes, G, Z, Yc), -1, 0), (X.T @ Yc).T, np.sum(Yc * Yc, axis=0))
-    target = _target(X, Z, codes, G, info.theta, info.theta.start(), REML)
+    layout = theta_layout(info.terms)
+    target = _target(X, Z, codes, G, layout, layout.start(), REML)
     out, _ = _run_given(target, data_y, m, chunk, progress, max_iter, "fit_many", (G, info.q, info.p))
     table = _table(info, info.fixed_names, B0.T + out["beta"], out["se"], out,
                    {"nobs": np.full(m, info.nobs), "ngroups": np.full(m, G)})

@@ -45,7 +45,8 @@ class GroupBucket:
 class ReTerm:
     """One random-effects term after expansion: its grouping factor and Z columns.
 
-    `block` is the index of its factor block and `offset` its first column there.
+    `block` is the index of its factor block and `offset` its first column there; `covariance`
+    names its covariance structure (a key of `model.covariance.STRUCTURES`).
     """
 
     factor: str
@@ -53,6 +54,7 @@ class ReTerm:
     n_levels: int
     block: int = 0
     offset: int = 0
+    covariance: str = "us"
 
     @property
     def q(self) -> int:
@@ -66,16 +68,6 @@ def term_group_names(terms: tuple[ReTerm, ...]) -> list[str]:
         count = seen.get(t.factor, 0)
         seen[t.factor] = count + 1
         names.append(t.factor if count == 0 else f"{t.factor}.{count}")
-    return names
-
-
-def varcorr_names(terms: tuple[ReTerm, ...]) -> list[str]:
-    """Names of the sds and correlations as lme4's confint(oldNames = FALSE) writes them, in θ order."""
-    names = []
-    for t, name in zip(terms, term_group_names(terms)):
-        for j in range(t.q):
-            for i in range(j, t.q):
-                names.append(f"sd_{t.columns[i]}|{name}" if i == j else f"cor_{t.columns[i]}.{t.columns[j]}|{name}")
     return names
 
 
@@ -99,37 +91,6 @@ class FactorBlock:
         return len(self.levels)
 
 
-@dataclass(frozen=True)
-class ThetaLayout:
-    """Where each θ element goes: factor block `block`, entry (rows, cols) of that block's
-    lower-triangular relative covariance factor Λ_k (q_k × q_k).
-
-    θ is in lme4's order: terms by decreasing number of levels, each term's lower
-    triangle column by column. Diagonal elements are bounded below by 0.
-    """
-
-    rows: np.ndarray
-    cols: np.ndarray
-    block: np.ndarray
-    lower: np.ndarray
-    names: tuple[str, ...]
-
-    @property
-    def size(self) -> int:
-        return len(self.rows)
-
-    def start(self) -> np.ndarray:
-        """lme4's starting value: 1 on the diagonal, 0 elsewhere."""
-        return np.where(self.rows == self.cols, 1.0, 0.0)
-
-    def lambda_matrix(self, theta: np.ndarray, q: int, block: int = 0) -> np.ndarray:
-        """Λ of factor block `block` (q × q) at θ."""
-        lam = np.zeros((q, q))
-        mine = self.block == block
-        lam[self.rows[mine], self.cols[mine]] = np.asarray(theta)[mine]
-        return lam
-
-
 @dataclass
 class DesignInfo:
     """Static description of a design: names, levels and row-level matrices for results.
@@ -145,7 +106,6 @@ class DesignInfo:
     dropped_fixed: tuple[str, ...]
     terms: tuple[ReTerm, ...]
     factors: tuple[FactorBlock, ...]
-    theta: ThetaLayout
     X: np.ndarray
     y: np.ndarray
     row_index: pd.Index
@@ -212,10 +172,9 @@ def build_design(formula: str, data: pd.DataFrame) -> Design:
     X, fixed_names, dropped, fixed_spec = _fixed_matrix(parsed, frame)
     terms, factors = _random_blocks(parsed, frame)
     _warn_if_labels_look_nested(factors, frame)
-    layout = _theta_layout(terms)
     first = factors[0]
     buckets = _pad_into_buckets(X, first.Z, y, first.codes, first.n_levels)
-    info = DesignInfo(formula, parsed, parsed.response, fixed_names, dropped, terms, factors, layout,
+    info = DesignInfo(formula, parsed, parsed.response, fixed_names, dropped, terms, factors,
                       X, y, frame.index, n_dropped, fixed_spec)
     return Design(buckets, info)
 
@@ -358,20 +317,6 @@ def _warn_if_labels_look_nested(factors: tuple[FactorBlock, ...], frame: pd.Data
                     f"in {cells} {inner.name}-{outer.name} combinations) and the formula treats them as crossed; "
                     f"if each {inner.name} belongs to one {outer.name}, write (1 | {outer.name}/{inner.name})",
                     UserWarning, stacklevel=4)
-
-
-def _theta_layout(terms: tuple[ReTerm, ...]) -> ThetaLayout:
-    rows, cols, block, lower, names = [], [], [], [], []
-    for t in terms:
-        for j in range(t.q):
-            for i in range(j, t.q):
-                rows.append(t.offset + i)
-                cols.append(t.offset + j)
-                block.append(t.block)
-                lower.append(0.0 if i == j else -np.inf)
-                label = t.columns[i] if i == j else f"{t.columns[i]}.{t.columns[j]}"
-                names.append(f"{t.factor}.{label}")
-    return ThetaLayout(np.array(rows), np.array(cols), np.array(block), np.array(lower), tuple(names))
 
 
 def bucket_length(n: int) -> int:

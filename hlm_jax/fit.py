@@ -14,6 +14,7 @@ import numpy as np
 
 from .design import Design, DesignError, bucket_length, with_response
 from .likelihood import crossed
+from .model.layout import theta_layout
 from .likelihood.lmm import Estimates, Stats, estimates, group_stats, objective
 from .optimize import NewtonState, minimize, minimize_then_polish
 
@@ -41,9 +42,7 @@ def design_stats(design: Design, y: np.ndarray | None = None) -> tuple[Stats, np
     beta0 = ols_coefficients(info.X, info.y)
     n_slots = bucket_length(info.n_groups + 1)
     parts = _group_stats(design.buckets, jnp.asarray(beta0), n_slots)
-    first = info.theta.block == 0
-    return Stats(*parts, lam_rows=tuple(int(i) for i in info.theta.rows[first]),
-                 lam_cols=tuple(int(i) for i in info.theta.cols[first])), beta0
+    return Stats(*parts, structure=theta_layout(info.terms).factor(0)), beta0
 
 
 # XLA's CPU fusion emitters make compile time dominate a single fit; the classic emitters compile the
@@ -100,17 +99,11 @@ def crossed_stats(design: Design, y: np.ndarray | None = None) -> tuple[crossed.
     Z2tX = np.stack([np.bincount(idx.ravel(), (val * info.X[:, [j]]).ravel(), minlength=Q2)
                      for j in range(info.p)], axis=1)
     Z2ty = np.bincount(idx.ravel(), (val * yc[:, None]).ravel(), minlength=Q2)
-    layout = info.theta
-    blocks = []
-    for k, f in enumerate(others, start=1):
-        mine = np.flatnonzero(layout.block == k)
-        blocks.append((int(offsets[k - 1]), f.n_levels, f.q, tuple(int(i) for i in mine),
-                       tuple(int(i) for i in layout.rows[mine]), tuple(int(i) for i in layout.cols[mine])))
+    layout = theta_layout(info.terms)
+    blocks = [(int(offsets[k - 1]), f.n_levels, f.q, layout.factor(k)) for k, f in enumerate(others, start=1)]
     stats = crossed.CrossedStats(first, Z2tZ2, Z2tX, Z2ty, cross_row.astype(np.int32), cross_group.astype(np.int32),
                                  cross_val, cross_row[pair_a].astype(np.int32), cross_row[pair_b].astype(np.int32),
-                                 cross_group[pair_a].astype(np.int32), pair_val,
-                                 theta_first=tuple(int(i) for i in np.flatnonzero(layout.block == 0)),
-                                 blocks=tuple(blocks))
+                                 cross_group[pair_a].astype(np.int32), pair_val, blocks=tuple(blocks))
     return stats, beta0
 
 
@@ -152,7 +145,7 @@ def fit_crossed(stats: crossed.CrossedStats, theta0: jax.Array, lower: jax.Array
 def fit_model(design: Design, reml: bool, max_iter: int = 200) -> tuple[ModelFit, np.ndarray]:
     """Fit any design (one or several grouping factors); arrays come back as numpy. Returns (fit, β₀)."""
     info = design.info
-    layout = info.theta
+    layout = theta_layout(info.terms)
     args = (jnp.asarray(layout.start()), jnp.asarray(layout.lower), jnp.asarray(float(reml)))
     G = info.n_groups
     if len(info.factors) == 1:

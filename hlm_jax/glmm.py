@@ -27,6 +27,7 @@ from .formula.parse import Call, Name, Parser
 from .formula.transforms import numeric
 from .model import agq, laplace
 from .model.family import Family, ResponseError, bad_rows
+from .model.layout import theta_layout
 from .optimize import NewtonState, minimize
 
 RESPONSE = "glmer_response"
@@ -206,18 +207,15 @@ class Problem:
     random: laplace.RandomRows | None
     family: Family = field(metadata=dict(static=True))
     n_theta: int = field(metadata=dict(static=True))
-    lam_index: tuple = field(metadata=dict(static=True))
+    structures: tuple = field(metadata=dict(static=True))
     q: tuple = field(metadata=dict(static=True))
     levels: tuple = field(metadata=dict(static=True))
     n_agq: int = field(default=1, metadata=dict(static=True))
 
 
 def lambdas(theta, problem: Problem) -> tuple:
-    """Λ_k of each factor at θ (lam_index: per factor, (θ indices, rows, cols))."""
-    out = []
-    for (index, rows, cols), q in zip(problem.lam_index, problem.q):
-        out.append(jnp.zeros((q, q), theta.dtype).at[jnp.array(rows), jnp.array(cols)].set(theta[jnp.array(index)]))
-    return tuple(out)
+    """Λ_k of each factor at θ, as its covariance structure builds it."""
+    return tuple(structure.lam(theta) for structure in problem.structures)
 
 
 def split_params(x, problem: Problem):
@@ -248,17 +246,15 @@ def make_problem(gd: GlmmData, y: np.ndarray | None = None, grouped: bool = Fals
                                    "as in lme4; use nAGQ = 1 (the Laplace approximation)")
     info = gd.design.info
     y = gd.y if y is None else y
-    layout = info.theta
-    lam_index = tuple((tuple(int(i) for i in np.flatnonzero(layout.block == k)),
-                       tuple(int(i) for i in layout.rows[layout.block == k]),
-                       tuple(int(i) for i in layout.cols[layout.block == k])) for k in range(len(info.factors)))
+    layout = theta_layout(info.terms)
+    structures = tuple(layout.factor(k) for k in range(len(info.factors)))
     qs = tuple(f.q for f in info.factors)
     levels = tuple(f.n_levels for f in info.factors)
     if len(info.factors) == 1 and grouped:
         buckets = tuple(_bucket(b, y, gd.w, gd.offset) for b in gd.design.buckets)
-        return Problem(buckets, None, None, gd.family, layout.size, lam_index, qs, levels)
+        return Problem(buckets, None, None, gd.family, layout.size, structures, qs, levels)
     rows = GlmRows(jnp.asarray(info.X), jnp.asarray(y), jnp.asarray(gd.w), jnp.asarray(gd.offset))
-    return Problem((), rows, random_rows(info), gd.family, layout.size, lam_index, qs, levels, n_agq)
+    return Problem((), rows, random_rows(info), gd.family, layout.size, structures, qs, levels, n_agq)
 
 
 def _bucket(b, y, w, off) -> GlmBucket:
@@ -304,7 +300,7 @@ def glm_start(X, y, w, off, family: Family, n_iter: int = 50) -> np.ndarray:
 def start_values(gd: GlmmData) -> np.ndarray:
     info = gd.design.info
     beta = glm_start(info.X, gd.y, gd.w, gd.offset, gd.family)
-    x = [info.theta.start(), beta]
+    x = [theta_layout(info.terms).start(), beta]
     if gd.family.has_dispersion:
         resid = gd.y - (gd.offset + info.X @ beta)
         x.append([np.log(np.sqrt(np.sum(gd.w * resid ** 2) / len(resid)))])
@@ -313,7 +309,7 @@ def start_values(gd: GlmmData) -> np.ndarray:
 
 def lower_bounds(gd: GlmmData) -> np.ndarray:
     n_rest = gd.design.info.p + gd.family.has_dispersion
-    return np.concatenate([gd.design.info.theta.lower, np.full(n_rest, -np.inf)])
+    return np.concatenate([theta_layout(gd.design.info.terms).lower, np.full(n_rest, -np.inf)])
 
 
 @partial(jax.jit, static_argnames=("max_iter",), compiler_options=SINGLE_FIT_OPTIONS)

@@ -61,7 +61,7 @@ def fit_responses(model, ys: np.ndarray, max_iter: int = 100) -> dict:
     problem = make_problem(gd)
     if problem.n_agq != 1 or model.nAGQ != 1:
         raise DesignError("batched GLMM refits use the Laplace approximation (nAGQ = 1)")
-    lower = np.concatenate([gd.design.info.theta.lower, np.full(len(model._x) - gd.design.info.theta.size, -np.inf)])
+    lower = np.concatenate([model.layout.lower, np.full(len(model._x) - model.layout.size, -np.inf)])
     n = len(ys)
     out = refit_responses(problem, _shard(np.asarray(ys, float)), jnp.asarray(model._x), jnp.asarray(lower),
                           n, width=min(WIDTH, max(n, 1)), max_iter=max_iter)
@@ -71,7 +71,7 @@ def fit_responses(model, ys: np.ndarray, max_iter: int = 100) -> dict:
 
 def _table(model, x: np.ndarray) -> pd.DataFrame:
     """Replicates as lme4's bootMer(FUN = c(fixef, theta)) columns: fixed effects, then θ by name."""
-    n_theta = model.info.theta.size
+    n_theta = model.layout.size
     p = model.info.p
     cols = list(model.fixef.index) + list(model.theta_names)
     table = pd.DataFrame(np.column_stack([x[:, n_theta:n_theta + p], x[:, :n_theta]]), columns=cols)
@@ -88,7 +88,7 @@ def bootstrap_glmm(model, n: int = 1000, seed: int = 0, max_iter: int = 100) -> 
     t1 = time.perf_counter()
     out = fit_responses(model, ys, max_iter)
     t2 = time.perf_counter()
-    result = BootstrapResult(_table(model, out["x"]), out["x"][:, :model.info.theta.size], out["converged"],
+    result = BootstrapResult(_table(model, out["x"]), out["x"][:, :model.layout.size], out["converged"],
                              out["objective"], out["iterations"], int(seed),
                              {"simulate_seconds": t1 - t0, "fit_seconds": t2 - t1})
     if result.n_failed:

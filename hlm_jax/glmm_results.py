@@ -16,6 +16,7 @@ from .glmm import (GlmmData, build_glmm, fit_problem, lower_bounds, make_problem
 from .glmm_batch import bootstrap_glmm
 from .likelihood.lmm import Estimates
 from .model.family import make_family
+from .model.layout import theta_layout
 from .optimize import OptSummary, gradient_and_hessian, summarize
 from .precision import float64
 from .report import fixed_correlation, table
@@ -69,12 +70,13 @@ class GlmerModel(LmerModel):
         self.gd = gd
         self.family = gd.family
         self.nAGQ = nAGQ
-        n_theta, p = info.theta.size, info.p
+        layout = theta_layout(info.terms)
+        n_theta, p = layout.size, info.p
         x = np.asarray(state.x)
         self._x = x
         self._hessian = hessian
         sigma = float(np.exp(x[-1])) if gd.family.has_dispersion else 1.0
-        vcov = self._vcov_from_hessian(hessian, n_theta, p, x[:n_theta], info.theta.lower)
+        vcov = self._vcov_from_hessian(hessian, n_theta, p, x[:n_theta], layout.lower)
         est = Estimates(x[n_theta:n_theta + p], np.asarray(sigma), vcov, None, None, np.asarray(state.f))
         raw = ModelFit(state._replace(x=x[:n_theta]), est, modes.modes, modes.covs)
         super().__init__(gd.design, False, raw, np.zeros(p))

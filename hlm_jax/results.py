@@ -9,9 +9,10 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from .design import Design, DesignError, build_design, factor_labels, term_group_names, varcorr_names
+from .design import Design, DesignError, build_design, factor_labels, term_group_names
 from .fit import ModelFit, fit_model
 from .likelihood.lmm import simulate_responses
+from .model.layout import ThetaLayout, theta_layout
 from .optimize import OptSummary, summarize
 from .precision import float64
 from .report import format_summary
@@ -49,6 +50,7 @@ class LmerModel:
     def __init__(self, design: Design, reml: bool, raw: ModelFit, beta0: np.ndarray):
         self.design = design
         self.info = design.info
+        self.layout: ThetaLayout = theta_layout(design.info.terms)
         self.reml = reml
         self._raw = raw
         self._beta0 = beta0
@@ -68,7 +70,7 @@ class LmerModel:
 
     @property
     def theta_names(self) -> tuple[str, ...]:
-        return self.info.theta.names
+        return self.layout.names
 
     @cached_property
     def fixef(self) -> pd.Series:
@@ -120,8 +122,7 @@ class LmerModel:
     @property
     def singular(self) -> bool:
         """lme4's isSingular: some θ element with lower bound 0 is below 1e-4."""
-        layout = self.info.theta
-        return bool(np.any(self.theta[layout.lower == 0] < SINGULAR_TOL))
+        return bool(np.any(self.theta[self.layout.lower == 0] < SINGULAR_TOL))
 
     @property
     def converged(self) -> bool:
@@ -139,7 +140,7 @@ class LmerModel:
     @cached_property
     def lambda_blocks(self) -> list[np.ndarray]:
         """Λ_k (q_k × q_k) of each grouping factor, in the design's factor order."""
-        return [self.info.theta.lambda_matrix(self.theta, f.q, k) for k, f in enumerate(self.info.factors)]
+        return self.layout.lambda_blocks(self.theta)
 
     @property
     def lambda_matrix(self) -> np.ndarray:
@@ -149,8 +150,8 @@ class LmerModel:
     def term_covariances(self) -> list[tuple[str, tuple[str, ...], np.ndarray]]:
         """(lme4 group name, column names, covariance matrix) per random term, in lme4's order."""
         out = []
-        for t, name in zip(self.info.terms, term_group_names(self.info.terms)):
-            lam = self.lambda_blocks[t.block][t.offset:t.offset + t.q, t.offset:t.offset + t.q]
+        lams = self.layout.term_lambdas(self.theta)
+        for t, name, lam in zip(self.info.terms, term_group_names(self.info.terms), lams):
             out.append((name, t.columns, self.sigma ** 2 * lam @ lam.T))
         return out
 
@@ -170,7 +171,7 @@ class LmerModel:
 
     def varcorr_names(self) -> list[str]:
         """Names of the sds and correlations as lme4's confint(oldNames = FALSE) writes them, in θ order."""
-        return varcorr_names(self.info.terms)
+        return self.layout.varcorr_names()
 
     # ---- random effects --------------------------------------------------------------------
     @cached_property

@@ -22,6 +22,7 @@ import hlm_jax as hj
 from conftest import load_reference
 from hlm_jax import batch
 from hlm_jax.likelihood import lmm, sums
+from hlm_jax.model.layout import theta_layout
 
 FORMULA = "Reaction ~ Days + (Days | Subject)"
 
@@ -58,14 +59,15 @@ def test_closed_form_derivatives_equal_autodiff(formula, data):
     from hlm_jax.fit import design_stats
 
     design = build_design(formula, hj.datasets.load(data))
-    layout = design.info.theta
+    layout = theta_layout(design.info.terms)
+    rows, cols = layout.single_entries()
     rng = np.random.default_rng(1)
     with jax.enable_x64(True):
         stats, _ = design_stats(design)
         ours = jax.jit(sums.objective_derivatives)
         reference = jax.jit(jax.value_and_grad(lmm.objective))
         for reml in (0.0, 1.0):
-            theta = np.where(layout.rows == layout.cols, 0.2 + rng.uniform(size=layout.size),
+            theta = np.where(rows == cols, 0.2 + rng.uniform(size=layout.size),
                              rng.normal(scale=0.3, size=layout.size))
             theta[0] = 0.0 if reml else theta[0]   # a variance on its bound
             r = jnp.asarray(reml)

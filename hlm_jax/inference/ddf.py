@@ -176,8 +176,9 @@ def _factor_blocks(info):
 def z_space(model) -> ZSpace:
     info = model.info
     X = np.asarray(info.X, float)
-    layout = info.theta
-    block_of = np.asarray(getattr(layout, "block", np.zeros(layout.size, int)))
+    layout = model.layout
+    block_of = layout.block
+    rows, cols = layout.single_entries()
     blocks = _factor_blocks(info)
     n, p = X.shape
     if len(blocks) == 1:
@@ -188,7 +189,7 @@ def z_space(model) -> ZSpace:
         ZtX = np.zeros((G, q, p))
         np.add.at(ZtX, codes, Z[:, :, None] * X[:, None, :])
         e = np.arange(layout.size)
-        return ZSpace(S, ZtX, X.T @ X, n, np.asarray(layout.rows), np.asarray(layout.cols), e)
+        return ZSpace(S, ZtX, X.T @ X, n, rows, cols, e)
     # several grouping factors: one dense block over all random-effect columns (level-major per factor)
     offsets = np.cumsum([0] + [Zk.shape[1] * Gk for Zk, _, Gk in blocks])
     Q = int(offsets[-1])
@@ -207,8 +208,8 @@ def z_space(model) -> ZSpace:
         k = int(block_of[e])
         Zk, _, Gk = blocks[k]
         base = offsets[k] + np.arange(Gk) * Zk.shape[1]
-        rows_.append(base + layout.rows[e])
-        cols_.append(base + layout.cols[e])
+        rows_.append(base + rows[e])
+        cols_.append(base + cols[e])
         params.append(np.full(Gk, e))
     return ZSpace(S[None], ZtX[None], X.T @ X, n, np.concatenate(rows_), np.concatenate(cols_),
                   np.concatenate(params))
@@ -288,17 +289,13 @@ class KenwardRoger(NamedTuple):
 
 def variance_parameters(model, point: Point) -> np.ndarray:
     """γ: each term's covariance entries (θ's positions in the lower triangle) and σ², at `point`."""
-    layout = model.info.theta
-    block_of = np.asarray(getattr(layout, "block", np.zeros(layout.size, int)))
+    layout = model.layout
+    rows, cols = layout.single_entries()
     gamma = np.empty(layout.size + 1)
-    entries = gamma[:-1]  # a view
-    for k in np.unique(block_of):
-        mine = block_of == k
-        size = int(max(layout.rows[mine].max(), layout.cols[mine].max()) + 1)
-        lam = np.zeros((size, size))
-        lam[layout.rows[mine], layout.cols[mine]] = point.theta[mine]
+    for k, lam in enumerate(layout.lambda_blocks(np.asarray(point.theta, float))):
+        mine = layout.block == k
         D = point.sigma ** 2 * lam @ lam.T
-        entries[mine] = D[layout.rows[mine], layout.cols[mine]]
+        gamma[:-1][mine] = D[rows[mine], cols[mine]]
     gamma[-1] = point.sigma ** 2
     return gamma
 

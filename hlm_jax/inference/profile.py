@@ -156,10 +156,10 @@ class _Profiler:
         for t, q in enumerate(self.sizes):
             self.params += [(SD if i == j else COR, t, i, j) for i, j in _lower_tri(q)]
         self.params.append((SIGMA, -1, 0, 0))
-        self.lower_theta = jnp.asarray(ml.info.theta.lower)
+        self.lower_theta = jnp.asarray(ml.layout.lower)
         self.min_dev = self.base
         self.x_hat = np.append(self.theta, np.log(ml.sigma))
-        self.lower_x = jnp.asarray(np.append(ml.info.theta.lower, -np.inf))  # diagonal of Λ ≥ 0, as in the fit
+        self.lower_x = jnp.asarray(np.append(ml.layout.lower, -np.inf))  # diagonal of Λ ≥ 0, as in the fit
         self._A = None
 
     def row_picker(self, term: int, row: int) -> np.ndarray:

@@ -41,8 +41,8 @@ class CrossedStats:
     Z2tZ2 (Q₂, Q₂), Z2tX (Q₂, p), Z2ty (Q₂,); the nonzeros of Z₂ᵀZ₁: cross_row (E,),
     cross_group (E,), cross_val (E, q₁); for each pair e ≤ e' of entries sharing a level:
     pair_row_a, pair_row_b (P,) = (r_e, r_e'), pair_group (P,) = g, pair_val (P, q₁, q₁) = v_e v_e'ᵀ.
-    `theta_first` indexes θ for the first factor; `blocks` gives, per other factor,
-    (offset, levels, q, θ indices, rows, cols) of its Λ_k.
+    `blocks` gives, per other factor, (offset, levels, q, structure of its Λ_k); every structure
+    (the first factor's too) takes the whole θ.
     """
 
     first: Stats
@@ -56,7 +56,6 @@ class CrossedStats:
     pair_row_b: jax.Array
     pair_group: jax.Array
     pair_val: jax.Array
-    theta_first: tuple = field(metadata=dict(static=True))
     blocks: tuple = field(metadata=dict(static=True))
 
     @property
@@ -66,10 +65,7 @@ class CrossedStats:
 
 def block_factors(theta: jax.Array, stats: CrossedStats) -> list[jax.Array]:
     """Λ_k (q_k × q_k) of each factor after the first."""
-    out = []
-    for _, _, q, index, rows, cols in stats.blocks:
-        out.append(jnp.zeros((q, q), theta.dtype).at[jnp.array(rows), jnp.array(cols)].set(theta[jnp.array(index)]))
-    return out
+    return [structure.lam(theta) for *_, structure in stats.blocks]
 
 
 def apply_lambda2_t(M: jax.Array, lams: list[jax.Array], stats: CrossedStats) -> jax.Array:
@@ -129,7 +125,7 @@ def _logdet_and_quadratic_form_jvp(primals, tangents):
 def _dense_system(theta: jax.Array, stats: CrossedStats):
     """The first factor's pieces and the dense part's A₂₂ = L₂₂L₂₂ᵀ and Λ₂ᵀ(right-hand sides)."""
     first = stats.first
-    lam1 = relative_factor(theta[jnp.array(stats.theta_first)], first)
+    lam1 = relative_factor(theta, first)
     L1, RZX1, cu1 = factor_block(lam1, first.ZtZ, first.ZtX, first.Zty)
     lams = block_factors(theta, stats)
     T = linalg.solve_lower(L1, jnp.broadcast_to(lam1.T, L1.shape))  # L_g⁻¹Λ₁ᵀ

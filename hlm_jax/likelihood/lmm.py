@@ -23,13 +23,14 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.linalg import solve_triangular
 
+from ..model.layout import FactorStructure
 from . import linalg
 
 
 @jax.tree_util.register_dataclass
 @dataclass(frozen=True)
 class Stats:
-    """Sufficient statistics of one LMM (y centred at beta0) and Λ's static layout.
+    """Sufficient statistics of one LMM (y centred at beta0) and the static structure of Λ.
 
     ZtZ (G, q, q), ZtX (G, q, p), Zty (G, q), XtX (p, p), Xty (p,), yty (), n ().
     Groups past the real ones are padding with all-zero statistics (they add nothing).
@@ -42,8 +43,7 @@ class Stats:
     Xty: jax.Array
     yty: jax.Array
     n: jax.Array
-    lam_rows: tuple = field(metadata=dict(static=True))
-    lam_cols: tuple = field(metadata=dict(static=True))
+    structure: FactorStructure = field(metadata=dict(static=True))
 
     @property
     def q(self) -> int:
@@ -78,9 +78,8 @@ def group_stats(buckets, beta0: jax.Array, n_slots: int):
 
 
 def relative_factor(theta: jax.Array, stats: Stats) -> jax.Array:
-    """Λ(θ): the q × q lower-triangular relative covariance factor."""
-    q = stats.q
-    return jnp.zeros((q, q), theta.dtype).at[jnp.array(stats.lam_rows), jnp.array(stats.lam_cols)].set(theta)
+    """Λ(θ): the q × q relative covariance factor of the grouping factor, as its structure builds it."""
+    return stats.structure.lam(theta)
 
 
 class PLS(NamedTuple):

@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from . import linalg
-from .lmm import Stats
+from .lmm import Stats, relative_factor
 
 # Beyond this many θ elements the k(k+1)/2 jvp-of-jvp programs grow too large; use jax.hessian instead.
 SPLIT_MAX_THETA = 6
@@ -44,11 +44,23 @@ def _add(terms):
     return total
 
 
+def applies(stats: Stats) -> bool:
+    """Whether this form applies: every θ element is one entry of Λ, in θ order (unstructured, diagonal)."""
+    entries = stats.structure.single_entries()
+    return entries is not None and [k for _, _, k in entries] == list(range(len(entries)))
+
+
+def _entries(stats: Stats) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(rows, cols) of Λ that θ's elements are, in θ order."""
+    entries = stats.structure.single_entries()
+    return tuple(r for r, _, _ in entries), tuple(c for _, c, _ in entries)
+
+
 def _lambda_entries(theta: jax.Array, stats: Stats) -> list[list]:
     """Λ as a nested list of θ entries, None where Λ is structurally zero."""
     q = stats.q
     lam = [[None] * q for _ in range(q)]
-    for k, (i, j) in enumerate(zip(stats.lam_rows, stats.lam_cols)):
+    for k, (i, j) in enumerate(zip(*_entries(stats))):
         lam[i][j] = theta[k]
     return lam
 
@@ -100,8 +112,6 @@ def group_contributions(theta: jax.Array, stats: Stats) -> jax.Array:
 
 def _group_contributions_dense(theta: jax.Array, stats: Stats) -> jax.Array:
     """`group_contributions` with matrix operations, for large q."""
-    from .lmm import relative_factor
-
     lam = relative_factor(theta, stats)
     lamT = lam.T
     L = linalg.cholesky(lamT @ stats.ZtZ @ lam + jnp.eye(stats.q))
@@ -204,7 +214,7 @@ def objective_derivatives(theta: jax.Array, stats: Stats, reml: jax.Array):
     logdet = 2.0 * _add([jnp.log(L[a, a]) for a in range(q)])
     upper = [(c, d) for c in range(m1) for d in range(c, m1)]
     S = [_dot([C[a][c] for a in range(q)], [C[a][d] for a in range(q)]) for c, d in upper]
-    rows, cols = stats.lam_rows, stats.lam_cols
+    rows, cols = _entries(stats)
 
     def total(x):
         return jnp.sum(x, axis=-1)
