@@ -36,6 +36,7 @@ from .likelihood.lmm import Stats, estimates
 from .model.layout import FactorStructure, ThetaLayout, theta_layout
 from .optimize import batch_converged, minimize_queue
 from .precision import float64
+from .report import html_block, html_frame
 
 # Slots stepping together per device (`optimize.minimize_queue`): on a CPU a few hundred problems keep
 # the working set in cache; accelerators want wide batches. A chunk (one program call) holds up to
@@ -103,6 +104,15 @@ class BootstrapResult:
             raise IndexError(f"replicate indices must lie in [0, {self.n})")
         ys = self._simulation.responses(self.seed, which)
         return pd.DataFrame(ys.T, index=self._simulation.row_index, columns=[f"rep_{i}" for i in which])
+
+    def summary(self, level: float = 0.95) -> pd.DataFrame:
+        """Per parameter: mean, sd and percentile interval of the converged replicates."""
+        ok = self.replicates.loc[self.converged]
+        return pd.concat([ok.mean().rename("mean"), ok.std().rename("sd"), self.confint(level)], axis=1)
+
+    def _repr_html_(self) -> str:
+        return html_block(f"Parametric bootstrap: {self.n} replicates, {self.n_failed} failed, seed {self.seed}",
+                          html_frame(self.summary(), 5))
 
     def __repr__(self) -> str:
         return (f"BootstrapResult(n={self.n}, failed={self.n_failed}, seed={self.seed})\n"

@@ -19,7 +19,7 @@ from .model.family import make_family
 from .model.layout import theta_layout
 from .optimize import OptSummary, gradient_and_hessian, summarize
 from .precision import float64
-from .report import fixed_correlation, table
+from .report import fixed_correlation, table_text as table
 from .results import LmerModel
 
 GLMM_METHOD = "projected Newton over (θ, β), exact gradient and Hessian through the Laplace mode"

@@ -32,7 +32,7 @@ from scipy import stats as sps
 from .design import DesignError, build_design
 from .formula import FormulaError, model_matrix, parse_formula, parse_terms, variables
 from .precision import float64
-from .report import _table
+from .report import table_text
 from .results import LmerModel, fit_design
 
 INTERCEPT_KEYS = ("1", "(Intercept)", "Intercept")
@@ -257,7 +257,7 @@ class HlmModel(LmerModel):
                          f"{r['std_error']:.4f}", f"{r['statistic']:.3f}"])
         head = (f"Hierarchical linear model ({self.spec.levels} levels), fitted as the combined mixed model\n\n"
                 + self.equations() + "\n\nFixed effects in level-equation notation:\n"
-                + _table(rows, ["l", "l", "l", "r", "r", "r"]) + "\n\nThe combined model:\n")
+                + table_text(rows, ["l", "l", "l", "r", "r", "r"]) + "\n\nThe combined model:\n")
         return head + super().summary()
 
 
@@ -503,7 +503,7 @@ class HausmanResult:
                                                    for k, r in t.iterrows()]
         h, c = self.hausman, self.contextual
         return (f"Within vs between {self.group} effect of {self.variable}\n"
-                + _table(rows, ["l", "r", "r"])
+                + table_text(rows, ["l", "r", "r"])
                 + (f"\nHausman test (fixed vs random effects): chisq = {h['statistic']:.3f}, df = {h['df']}, "
                    f"p = {h['p_value']:.4g}" if np.isfinite(h["statistic"]) else
                    "\nHausman test (fixed vs random effects): not defined here, the random-effects estimate is "

@@ -15,7 +15,7 @@ from .likelihood.lmm import simulate_responses
 from .model.layout import ThetaLayout, theta_layout
 from .optimize import OptSummary, summarize
 from .precision import float64
-from .report import format_summary
+from .report import format_summary, html_model
 
 SINGULAR_TOL = 1e-4  # lme4's isSingular(tol = 1e-4)
 
@@ -272,22 +272,62 @@ class LmerModel:
                             columns=[f"sim_{i + 1}" for i in range(nsim)])
 
     # ---- tables ----------------------------------------------------------------------------
-    def tidy(self, ddf: str | None = None) -> pd.DataFrame:
-        """Fixed effects as a tidy table: term, estimate, std_error, statistic (t value); with
-        ddf="satterthwaite" or "kenward-roger" also df and p_value (lmerTest's summary(m, ddf=...);
-        Kenward-Roger reports its adjusted standard error)."""
+    def tidy(self, effects: str = "fixed", ddf: str | None = None) -> pd.DataFrame:
+        """broom.mixed's tidy(m, effects=...) with Python column names (std_error, p_value).
+
+        Parameters
+        ----------
+        effects : {"fixed", "ran_pars", "ran_vals"}
+            "fixed": effect, term, estimate, std_error, statistic (t value), and with `ddf` also df and
+            p_value; "ran_pars": effect, group, term (sd__x, cor__x.y, sd__Observation), estimate (sds and
+            correlations); "ran_vals": effect, group, level, term, estimate (conditional mode), std_error
+            (conditional sd).
+        ddf : {"satterthwaite", "kenward-roger"}, optional
+            Denominator df for the fixed effects' t tests (lmerTest's summary(m, ddf=...)); Kenward-Roger
+            reports its adjusted standard error.
+        """
+        if effects == "fixed":
+            table = self._fixed_table(ddf)
+            table.insert(0, "effect", "fixed")
+            return table
+        if effects == "ran_pars":
+            return _ran_pars(self)
+        if effects == "ran_vals":
+            return _ran_vals(self)
+        raise ValueError(f"unknown effects {effects!r}; use 'fixed', 'ran_pars' or 'ran_vals'")
+
+    def _fixed_table(self, ddf: str | None) -> pd.DataFrame:
         if ddf is not None:
             from .inference.ddf import ddf_table
             table = ddf_table(self, ddf)
-            return table[["term", "estimate", "std_error", "statistic", "df", "p_value"]]
+            out = table[["term", "estimate", "std_error", "statistic", "df", "p_value"]].copy()
+            out.attrs["ddf"] = table.attrs.get("ddf")
+            return out
         se = self.std_errors
         return pd.DataFrame({"term": self.fixef.index, "estimate": self.fixef.to_numpy(),
                              "std_error": se.to_numpy(), "statistic": (self.fixef / se).to_numpy()})
 
-    def confint(self, method: str = "wald", level: float = 0.95, **kw) -> pd.DataFrame:
-        """Confidence intervals (columns lower, upper; rows named as lme4's confint(oldNames=FALSE)):
-        method="wald" (fixed effects), "profile" (profile likelihood, all parameters; a REML fit is
-        refitted by ML first, as lme4) or "boot" (parametric bootstrap: n=500, seed=0)."""
+    def glance(self) -> pd.DataFrame:
+        """broom.mixed's glance(m): one row with nobs, sigma, logLik, AIC, BIC, REMLcrit (REML fits) or
+        deviance (ML fits), and df_residual (observations minus estimated parameters)."""
+        row = {"nobs": self.nobs, "sigma": self.sigma, "logLik": self.loglik, "AIC": self.aic, "BIC": self.bic,
+               "REMLcrit" if self.reml else "deviance": self.objective, "df_residual": self.nobs - self.n_params}
+        return pd.DataFrame([row])
+
+    def confint(self, method: str = "profile", level: float = 0.95, **kw) -> pd.DataFrame:
+        """Confidence intervals, rows named as lme4's confint(oldNames = FALSE), columns lower, upper.
+
+        Parameters
+        ----------
+        method : {"profile", "wald", "boot"}
+            "profile" (default, as lme4): profile likelihood for every parameter (a REML fit is refitted by
+            ML first, as lme4); "wald": β̂ ± z·se for the fixed effects (NaN for variance parameters);
+            "boot": parametric-bootstrap percentile intervals (keywords n=500, seed=0).
+        level : float
+            Coverage.
+        **kw
+            `which=` (profile: a subset of parameters); `n=`, `seed=` (boot).
+        """
         from .inference.profile import confint
         return confint(self, method, level, **kw)
 
@@ -301,12 +341,27 @@ class LmerModel:
         from .inference.variance import r2
         return r2(self)
 
-    def summary(self) -> str:
-        """The fit as lme4's print(summary(m)) lays it out."""
-        return format_summary(self)
+    def summary(self, ddf: str | None = None, stars: bool = False, correlation: bool | None = None) -> str:
+        """The fit as lme4's print(summary(m)) lays it out; with `ddf` as lmerTest's summary(m, ddf=...).
+
+        Parameters
+        ----------
+        ddf : {"satterthwaite", "kenward-roger"}, optional
+            Adds the denominator df and Pr(>|t|) columns to the fixed effects.
+        stars : bool
+            Significance stars after the p values, with R's legend.
+        correlation : bool, optional
+            The fixed-effect correlations: None (default) shows them for up to 12 fixed effects and a note
+            beyond, True always, False never.
+        """
+        table = self._fixed_table(ddf)
+        return format_summary(self, table, table.attrs.get("ddf"), stars, correlation)
 
     def __repr__(self) -> str:
         return self.summary()
+
+    def _repr_html_(self) -> str:
+        return html_model(self, self._fixed_table(None))
 
     def bootstrap(self, n: int = 1000, seed: int = 0, **kw):
         """Parametric bootstrap (lme4's bootMer): n refits to responses simulated from this fit, in one
@@ -315,3 +370,31 @@ class LmerModel:
 
         return bootstrap(self, n=n, seed=seed, **kw)
 
+
+def _ran_pars(model) -> pd.DataFrame:
+    """broom.mixed's ran_pars rows: each term's sds and correlations in θ order, then the residual sd."""
+    rows = []
+    for name, cols, cov in model.term_covariances():
+        sd = np.sqrt(np.diag(cov))
+        for j in range(len(cols)):
+            for i in range(j, len(cols)):
+                if i == j:
+                    rows.append((name, f"sd__{cols[i]}", sd[i]))
+                else:
+                    corr = cov[i, j] / (sd[i] * sd[j]) if sd[i] * sd[j] > 0 else np.nan
+                    rows.append((name, f"cor__{cols[j]}.{cols[i]}", corr))
+    rows.append(("Residual", "sd__Observation", model.sigma))
+    out = pd.DataFrame(rows, columns=["group", "term", "estimate"])
+    out.insert(0, "effect", "ran_pars")
+    return out
+
+
+def _ran_vals(model) -> pd.DataFrame:
+    """broom.mixed's ran_vals rows: per factor and column, each level's conditional mode and sd."""
+    parts = []
+    for k, (factor, re) in enumerate(model.ranef.items()):
+        for col in model.z_names(k):
+            parts.append(pd.DataFrame({"effect": "ran_vals", "group": factor, "level": re.index.astype(str),
+                                       "term": col, "estimate": re[col].to_numpy(),
+                                       "std_error": re[f"condsd_{col}"].to_numpy()}))
+    return pd.concat(parts, ignore_index=True)

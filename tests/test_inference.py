@@ -161,9 +161,9 @@ def test_ddf_hsb_at_our_optimum():
 def test_tidy_with_ddf_adds_df_and_p_value():
     m, ref = case("sleepstudy_rs_reml")
     plain = m.tidy()
-    assert list(plain.columns) == ["term", "estimate", "std_error", "statistic"]
+    assert list(plain.columns) == ["effect", "term", "estimate", "std_error", "statistic"]
     sat = m.tidy(ddf="satterthwaite")
-    assert list(sat.columns) == ["term", "estimate", "std_error", "statistic", "df", "p_value"]
+    assert list(sat.columns) == ["effect", "term", "estimate", "std_error", "statistic", "df", "p_value"]
     rel_close(sat["p_value"], list(ref["satterthwaite"]["p"].values()), rtol=1e-3)
     kr = m.tidy(ddf="Kenward-Roger")
     rel_close(kr["std_error"], list(ref["kenward_roger"]["se"].values()), rtol=1e-4)

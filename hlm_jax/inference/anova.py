@@ -14,7 +14,7 @@ import pandas as pd
 from scipy import stats as sps
 
 from ..precision import float64
-from ..report import _table
+from ..report import html_block, html_frame, table_text
 from ..results import fit_design
 
 
@@ -53,11 +53,17 @@ class AnovaResult:
                          f"{r['deviance']:.2f}" if np.isfinite(r["deviance"]) else "",
                          f"{r['Chisq']:.4f}" if tested else "", f"{int(r['Df'])}" if tested else "",
                          f"{r['p']:.4g}" if tested and np.isfinite(r["p"]) else ""])
-        lines.append(_table(rows, ["l"] + ["r"] * 8))
+        lines.append(table_text(rows, ["l"] + ["r"] * 8))
         lines += self.notes
         return "\n".join(lines) + "\n"
 
     __repr__ = __str__
+
+    def _repr_html_(self) -> str:
+        models = "<br>".join(f"<code>{n}: {f}</code>" for n, f in zip(self.table.index, self.formulas))
+        title = "Likelihood-ratio tests" + (" (REML fits refitted with ML)" if self.refit_ml else "")
+        return html_block(title, f"<p>{models}</p>" + html_frame(self.table.rename(columns={"p": "Pr(>Chisq)"}), 5)
+                          + "".join(f"<p>{n}</p>" for n in self.notes))
 
 
 def _same_data(models, names) -> None:
