@@ -8,7 +8,6 @@ The parameters are x = (θ, β[, log φ]) and the objective is −2 × the Lapla
 """
 from __future__ import annotations
 
-import dataclasses
 import warnings
 from dataclasses import dataclass, field
 from functools import partial
@@ -22,56 +21,19 @@ from scipy.optimize import linprog
 
 from .design import Design, DesignError, NotYetSupportedError, build_design
 from .fit import SINGLE_FIT_OPTIONS
-from .formula import FormulaError, check_columns, deparse, parse_formula, variables
-from .formula.parse import Call, Name, Parser
-from .formula.transforms import numeric
+from .formula import FormulaError, deparse
+from .formula.parse import Call, Name
 from .model import agq, laplace
 from .model.family import Family, ResponseError, bad_rows
 from .model.layout import theta_layout
-from .optimize import NewtonState, minimize
+from .optimize import gradient_and_hessian, minimize
+from .prior import evaluate, split_offsets, unique_rows, weights_and_offset
 
 RESPONSE = "glmer_response"
 
 
 class SeparationWarning(UserWarning):
     """Some fixed effects are not identified: a combination of them separates the 0s from the 1s."""
-
-
-def split_glm_formula(formula: str):
-    """lme4's glmer formula → (the lmer formula of the design, with the response column `RESPONSE` and no
-    offsets; the response's syntax-tree node, e.g. `cbind(s, f)`; the offset(...) nodes)."""
-    if not isinstance(formula, str) or formula.count("~") != 1:
-        parse_formula(formula)  # raises the parser's error
-    lhs, rhs = formula.split("~")
-    parsed = parse_formula(f"{RESPONSE} ~ {rhs}")
-    parser = Parser(lhs.strip())
-    node = parser.sum()
-    parser.expect_end("the end of the response")
-    fixed = dataclasses.replace(parsed.fixed_terms, offsets=()).text
-    plain = " + ".join([fixed] + [t.text for t in parsed.random])
-    return f"{RESPONSE} ~ {plain}", node, parsed.fixed_terms.offsets
-
-
-def evaluate(node, frame: pd.DataFrame, what: str) -> np.ndarray:
-    """A response, trials or offset expression (`size - incidence`, `log(t)`) evaluated on the data."""
-    check_columns(variables(node), frame)
-    if isinstance(node, Name) and frame[node.name].dtype == bool:
-        return frame[node.name].to_numpy(float)
-    values = numeric(node, frame, {})
-    return np.broadcast_to(np.asarray(values, dtype=float), (len(frame),)).copy()
-
-
-def _column_or_array(value, frame: pd.DataFrame, what: str) -> np.ndarray:
-    if isinstance(value, str):
-        check_columns([value], frame)
-        col = frame[value]
-        if not pd.api.types.is_numeric_dtype(col):
-            raise DesignError(f"{what} column {value!r} must be numeric, but its dtype is {col.dtype}")
-        return col.to_numpy(float)
-    arr = np.asarray(value, dtype=float).ravel()
-    if arr.size != len(frame):
-        raise DesignError(f"{what} has {arr.size} values; the data has {len(frame)} rows")
-    return arr
 
 
 @dataclass
@@ -90,26 +52,19 @@ class GlmmData:
 
 def build_glmm(formula: str, data: pd.DataFrame, family: Family, weights=None, offset=None) -> GlmmData:
     """Parse lme4's glmer formula (cbind, offset terms), check the response's support, build the design."""
-    if not isinstance(data, pd.DataFrame):
-        raise DesignError(f"data must be a pandas DataFrame, got {type(data).__name__}")
-    plain, lhs, offsets = split_glm_formula(formula)
-    frame = data if data.index.is_unique else data.reset_index(drop=True)
-    w = np.ones(len(frame)) if weights is None else _column_or_array(weights, frame, "weights")
+    frame = unique_rows(data)
+    plain, lhs, offsets = split_offsets(formula, RESPONSE)
+    w, off = weights_and_offset(frame, weights, offset, offsets)
     if isinstance(lhs, Call) and lhs.func == "cbind":
         if len(lhs.args) != 2:
             raise FormulaError(f"{deparse(lhs)}: cbind() takes two arguments, cbind(successes, failures)")
-        s, f = (evaluate(e, frame, "response") for e in lhs.args)
+        s, f = (evaluate(e, frame) for e in lhs.args)
         trials = s + f
         y = np.where(trials > 0, s / np.where(trials > 0, trials, 1.0), 0.0)
         _check_counts(s, f, frame.index)
         w = w * trials
     else:
         y = _binary_or_numeric(frame, lhs)
-    off = np.zeros(len(frame))
-    for expr in offsets:
-        off = off + evaluate(expr, frame, "offset")
-    if offset is not None:
-        off = off + _column_or_array(offset, frame, "offset")
     ok = np.isfinite(y) & np.isfinite(w) & np.isfinite(off)
     family.check(y[ok], w[ok], frame.index[ok])
     copy = frame.assign(**{RESPONSE: np.where(ok, y, np.nan)})
@@ -135,7 +90,7 @@ def _binary_or_numeric(frame: pd.DataFrame, lhs) -> np.ndarray:
             raise DesignError(f"response {name!r} is not numeric and has {len(levels)} levels; a binomial "
                               "response needs two (the first is failure)")
         return np.where(col.isna(), np.nan, (col == levels[1]).to_numpy(float))
-    return evaluate(lhs, frame, "response")
+    return evaluate(lhs, frame)
 
 
 # ---- the model as Laplace problems -----------------------------------------------------------
@@ -313,9 +268,12 @@ def lower_bounds(gd: GlmmData) -> np.ndarray:
 
 
 @partial(jax.jit, static_argnames=("max_iter",), compiler_options=SINGLE_FIT_OPTIONS)
-def fit_problem(problem: Problem, x0, lower, max_iter: int = 200) -> NewtonState:
-    """Minimise the Laplace deviance over x = (θ, β[, log φ]) with exact derivatives."""
-    return minimize(laplace_deviance, x0, lower, (problem,), max_iter=max_iter)
+def fit_problem(problem: Problem, x0, lower, max_iter: int = 200):
+    """Minimise the Laplace deviance over x = (θ, β[, log φ]) with exact derivatives; return the optimiser's
+    state, the deviance's Hessian there (for vcov) and the conditional modes (one compiled program)."""
+    state = minimize(laplace_deviance, x0, lower, (problem,), max_iter=max_iter)
+    _, H = gradient_and_hessian(laplace_deviance, state.x, (problem,))
+    return state, H, modes_at(state.x, problem)
 
 
 class ModeInfo(NamedTuple):
@@ -325,7 +283,6 @@ class ModeInfo(NamedTuple):
     covs: tuple
 
 
-@jax.jit
 def modes_at(x, problem: Problem) -> ModeInfo:
     """Conditional modes b = Λû and their covariances ΛH⁻¹Λᵀ (the Laplace approximation's)."""
     theta, params = split_params(x, problem)

@@ -11,13 +11,12 @@ from scipy import stats as sps
 
 from .design import with_response
 from .fit import ModelFit
-from .glmm import (GlmmData, build_glmm, fit_problem, lower_bounds, make_problem, modes_at, separation_check,
-                   start_values, laplace_deviance)
+from .glmm import (GlmmData, build_glmm, fit_problem, lower_bounds, make_problem, separation_check, start_values)
 from .glmm_batch import bootstrap_glmm
 from .likelihood.lmm import Estimates
 from .model.family import make_family
 from .model.layout import theta_layout
-from .optimize import OptSummary, gradient_and_hessian, summarize
+from .optimize import summarize
 from .precision import float64
 from .report import fixed_correlation, table_text as table
 from .results import LmerModel
@@ -47,18 +46,11 @@ def fit_glmm(gd: GlmmData, nAGQ: int = 1, max_iter: int = 200) -> "GlmerModel":
     """Fit a GLMM whose data are already built (also used with a new response)."""
     problem = make_problem(gd, n_agq=int(nAGQ))
     x0, lower = jnp.asarray(start_values(gd)), jnp.asarray(lower_bounds(gd))
-    state = fit_problem(problem, x0, lower, max_iter=max_iter)
-    _, H = _hessian(state.x, problem)
-    modes = modes_at(state.x, make_problem(gd))
+    state, H, modes = fit_problem(problem, x0, lower, max_iter=max_iter)
     model = GlmerModel(gd, jax.tree_util.tree_map(np.asarray, state), np.asarray(H),
                        jax.tree_util.tree_map(np.asarray, modes), nAGQ)
     model.warn_if_problematic()
     return model
-
-
-@jax.jit
-def _hessian(x, problem):
-    return gradient_and_hessian(laplace_deviance, x, (problem,))
 
 
 class GlmerModel(LmerModel):

@@ -15,6 +15,7 @@ from .likelihood.lmm import simulate_responses
 from .model.layout import ThetaLayout, theta_layout
 from .optimize import OptSummary, summarize
 from .precision import float64
+from .prior import drop_missing_prior, split_offsets, unique_rows, weighted_design, weights_and_offset
 from .report import format_summary, html_model
 
 SINGULAR_TOL = 1e-4  # lme4's isSingular(tol = 1e-4)
@@ -29,17 +30,38 @@ class SingularFitWarning(UserWarning):
 
 
 @float64
-def lmer(formula: str, data: pd.DataFrame, REML: bool = True, max_iter: int = 200) -> "LmerModel":
-    """Fit a linear mixed model written in lme4's formula syntax, by REML (default) or ML."""
-    design = build_design(formula, data)
-    return fit_design(design, REML, max_iter)
+def lmer(formula: str, data: pd.DataFrame, REML: bool = True, max_iter: int = 200, weights=None,
+         offset=None) -> "LmerModel":
+    """Fit a linear mixed model written in lme4's formula syntax, by REML (default) or ML.
+
+    weights: prior weights (residual variance σ²/w_i), a column name or one value per row; offset: a
+    column name or values added to the linear predictor (also `offset(...)` terms in the formula)."""
+    frame = unique_rows(data)
+    plain, _, offsets = split_offsets(formula)
+    if weights is None and offset is None and not offsets:
+        return fit_design(build_design(formula, data), REML, max_iter)
+    w, off = weights_and_offset(frame, weights, offset, offsets)
+    frame, w, off = drop_missing_prior(frame, w, off)
+    if np.any(w == 0):
+        raise DesignError(f"weights must be positive for lmer; row {frame.index[np.flatnonzero(w == 0)[0]]!r} has "
+                          "weight 0 (drop such rows)")
+    design = build_design(plain, frame)
+    pos = frame.index.get_indexer(design.info.row_index)
+    return fit_design(design, REML, max_iter, prior=(w[pos], off[pos]))
 
 
 @float64
-def fit_design(design: Design, REML: bool = True, max_iter: int = 200) -> "LmerModel":
-    """Fit a model whose design is already built (used to refit by ML, or with another response)."""
-    raw, beta0 = fit_model(design, bool(REML), max_iter)
-    model = LmerModel(design, bool(REML), raw, beta0)
+def fit_design(design: Design, REML: bool = True, max_iter: int = 200, prior=None) -> "LmerModel":
+    """Fit a model whose design is already built (used to refit by ML, or with another response);
+    `prior` = (weights, offset) per row of the design, or None."""
+    if prior is None:
+        raw, beta0 = fit_model(design, bool(REML), max_iter)
+    else:
+        raw, beta0 = fit_model(weighted_design(design, *prior), bool(REML), max_iter)
+        shift = -np.sum(np.log(prior[0]))   # −2 log-likelihood: the transformed one minus Σ log w
+        raw = raw._replace(state=raw.state._replace(f=raw.state.f + shift),
+                           est=raw.est._replace(objective=raw.est.objective + shift))
+    model = LmerModel(design, bool(REML), raw, beta0, prior)
     model.warn_if_problematic()
     return model
 
@@ -47,8 +69,10 @@ def fit_design(design: Design, REML: bool = True, max_iter: int = 200) -> "LmerM
 class LmerModel:
     """A fitted linear mixed model. Attribute names follow lme4 (fixef, ranef, VarCorr → varcorr, ...)."""
 
-    def __init__(self, design: Design, reml: bool, raw: ModelFit, beta0: np.ndarray):
+    def __init__(self, design: Design, reml: bool, raw: ModelFit, beta0: np.ndarray, prior=None):
         self.design = design
+        self.prior = prior
+        self.offset = np.zeros(design.info.nobs) if prior is None else prior[1]
         self.info = design.info
         self.layout: ThetaLayout = theta_layout(design.info.terms)
         self.reml = reml
@@ -216,9 +240,9 @@ class LmerModel:
         return out
 
     def fitted(self) -> pd.Series:
-        """Xβ̂ + Zb̂ for the rows used in the fit (indexed as the data)."""
+        """offset + Xβ̂ + Zb̂ for the rows used in the fit (indexed as the data)."""
         info = self.info
-        values = info.X @ self.fixef.to_numpy() + self._row_random_part([f.Z for f in info.factors],
+        values = self.offset + info.X @ self.fixef.to_numpy() + self._row_random_part([f.Z for f in info.factors],
                                                                         [f.codes for f in info.factors])
         return pd.Series(values, index=info.row_index, name="fitted")
 

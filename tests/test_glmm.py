@@ -43,15 +43,6 @@ def test_cbpp_laplace_matches_lme4():
     np.testing.assert_allclose(m.std_errors.to_numpy(), list(ref["se"].values()), rtol=1.5e-2)
 
 
-def test_cbpp_proportion_with_weights_is_the_same_model():
-    d = cbpp().assign(prop=lambda f: f["incidence"] / f["size"])
-    m = hj.glmer("prop ~ period + (1 | herd)", d, family=hj.families.Binomial(), weights="size")
-    ref = cbpp_fit()
-    assert m.loglik == pytest.approx(ref.loglik, rel=1e-10)
-    np.testing.assert_allclose(m.fixef.to_numpy(), ref.fixef.to_numpy(), rtol=1e-7)
-    np.testing.assert_allclose(m.residuals("pearson").to_numpy(), ref.residuals("pearson").to_numpy(), rtol=1e-6)
-
-
 def test_results_api_consistent():
     m = cbpp_fit()
     eta = m.predict(type="link").to_numpy()

@@ -98,7 +98,7 @@ def anova(*models, names: list[str] | None = None, refit: bool = True) -> AnovaR
         raise ValueError(f"{len(names)} names for {len(models)} models")
     _same_data(models, names)
     refit_ml = refit and any(m.reml for m in models)
-    fits = [fit_design(m.design, REML=False) if (refit_ml and m.reml) else m for m in models]
+    fits = [fit_design(m.design, REML=False, prior=m.prior) if (refit_ml and m.reml) else m for m in models]
     order = sorted(range(len(fits)), key=lambda i: fits[i].n_params)  # stable, as lme4's order(df)
     rows = []
     previous = None
