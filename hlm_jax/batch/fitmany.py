@@ -1,0 +1,197 @@
+"""One model structure fitted to many data sets or many responses in one batched program."""
+from __future__ import annotations
+
+import warnings
+
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+
+from ..design import DesignError, build_design, factor_codes
+from ..formula import parse_formula, response_values
+from ..model.layout import theta_layout
+from ..precision import float64
+from .program import run_given
+from .results import BatchWarning
+from .targets import Target, group_sums, make_target, single_factor
+
+
+def _random_matrix(info, frame: pd.DataFrame) -> np.ndarray:
+    return np.column_stack([spec.matrix(frame)[:, list(cols)] for spec, cols in info.random_specs])
+
+
+def _fixed_matrix(info, frame: pd.DataFrame) -> np.ndarray:
+    X = info.fixed_spec.matrix(frame)
+    return X[:, [info.fixed_spec.names.index(n) for n in info.fixed_names]]
+
+
+def _check_frame(data, i: int, used: list[str]) -> pd.DataFrame:
+    if not isinstance(data, pd.DataFrame):
+        raise DesignError(f"data set {i} is a {type(data).__name__}, not a pandas DataFrame")
+    absent = [c for c in used if c not in data.columns]
+    if absent:
+        raise DesignError(f"data set {i} lacks column {absent[0]!r}")
+    frame = data[used]
+    return frame.loc[frame.notna().all(axis=1).to_numpy()]
+
+
+def _ols_per_problem(XtX: np.ndarray, Xty: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """β₀ per problem (m, p) and which problems have a full-rank X (R's lm rule, 1e-7 on column norms)."""
+    p = XtX.shape[-1]
+    ok = np.ones(len(XtX), bool)
+    beta = np.zeros((len(XtX), p))
+    for i in range(len(XtX)):
+        try:
+            L = np.linalg.cholesky(XtX[i])
+        except np.linalg.LinAlgError:
+            ok[i] = False
+            continue
+        if np.any(np.diag(L) ** 2 <= 1e-14 * np.maximum(np.diag(XtX[i]), 1e-300)):
+            ok[i] = False
+            continue
+        beta[i] = np.linalg.solve(XtX[i], Xty[i])
+    return beta, ok
+
+
+def _table(info, fixed_names, fixef, se, out, extra: dict) -> pd.DataFrame:
+    """One row per fit: fixed effects, their standard errors, σ, sds and correlations, objective, flags."""
+    columns = {name: fixef[:, j] for j, name in enumerate(fixed_names)}
+    columns.update({f"se_{name}": se[:, j] for j, name in enumerate(fixed_names)})
+    columns["sigma"] = out["sigma"]
+    layout = theta_layout(info.terms)
+    vc = layout.sd_cor(out["theta"], out["sigma"])
+    columns.update({name: vc[:, j] for j, name in enumerate(layout.varcorr_names())})
+    columns["objective"] = out["objective"]
+    columns["converged"] = out["converged"]
+    columns["iterations"] = out["iterations"]
+    columns.update(extra)
+    return pd.DataFrame(columns)
+
+
+@float64
+def fit_many(formula: str, datasets, responses=None, REML: bool = True, chunk: int | None = None,
+             progress: bool | None = None, max_iter: int = 200) -> pd.DataFrame:
+    """Fit one model structure to many data sets, or to many responses, in one batched program.
+
+    `fit_many(formula, [df1, df2, ...])`: each DataFrame its own design (its own groups and rows);
+    the model matrices follow the first one's coding. `fit_many(formula, data, responses=Y)`: one
+    design, Y (n × m array, or DataFrame of m columns, rows as `data`) replacing the response.
+
+    Returns one row per fit: fixed effects, `se_<name>` (their standard errors), `sigma`, the sds
+    and correlations (lme4's confint(oldNames=FALSE) names), `objective` (REML criterion or
+    deviance), `converged`, `iterations`, and `nobs`/`ngroups`. Fits that cannot be made (X rank
+    deficient in that data set, fewer than two groups) are NaN rows with converged False, reported
+    in a warning.
+    """
+    if responses is not None:
+        return _fit_responses(formula, datasets, responses, REML, chunk, progress, max_iter)
+    if isinstance(datasets, pd.DataFrame):
+        raise TypeError("fit_many needs a list of DataFrames, or one DataFrame and responses= (an n × m array)")
+    datasets = list(datasets)
+    if not datasets:
+        raise ValueError("fit_many needs at least one data set")
+    template = build_design(formula, datasets[0])
+    info = template.info
+    single_factor(template, "fit_many")
+    used = info.parsed.variables
+    frames = [_check_frame(d, i, used) for i, d in enumerate(datasets)]
+    m = len(frames)
+    sizes = np.array([len(f) for f in frames])
+    big = pd.concat(frames, ignore_index=True)
+    ds = np.repeat(np.arange(m), sizes)
+    y = response_values(info.parsed.response_node, big)
+    X, Z = _fixed_matrix(info, big), _random_matrix(info, big)
+    codes = np.zeros(len(big), np.int64)
+    for col in info.parsed.random[0].group:
+        c, labels = factor_codes(big[col])
+        codes = codes * len(labels) + c
+    keys, local = np.unique(ds * (codes.max() + 1) + codes, return_inverse=True)
+    key_ds = keys // (codes.max() + 1)
+    n_groups = np.bincount(key_ds, minlength=m)
+    local = local - np.searchsorted(key_ds, np.arange(m))[ds]
+    G, p, q = int(n_groups.max()), X.shape[1], Z.shape[1]
+    XtX = group_sums(ds, m, X, X)
+    beta0, ok = _ols_per_problem(XtX, group_sums(ds, m, X, y[:, None])[:, :, 0])
+    ok &= (n_groups >= 2) & (sizes > p)
+    yc = y - np.einsum("np,np->n", X, beta0[ds])
+    slot = ds * G + local
+    data = (group_sums(slot, m * G, Z, Z).reshape(m, G, q, q), group_sums(slot, m * G, Z, X).reshape(m, G, q, p),
+            group_sums(slot, m * G, Z, yc[:, None]).reshape(m, G, q), XtX,
+            group_sums(ds, m, X, yc[:, None])[:, :, 0], np.bincount(ds, yc * yc, minlength=m), sizes.astype(float))
+    if not ok.all():   # give the failed problems a harmless stand-in (a good one's statistics); NaN after
+        stand_in = int(np.flatnonzero(ok)[0]) if ok.any() else None
+        if stand_in is None:
+            raise DesignError("no data set can be fitted (rank-deficient X or fewer than two groups in every one)")
+        data = tuple(np.where(ok.reshape((m,) + (1,) * (a.ndim - 1)), a, a[stand_in]) for a in data)
+    layout = theta_layout(info.terms)
+    empty = jnp.zeros((0,))
+    target = Target(empty, empty, empty, empty, jnp.asarray(layout.start(), dtype=float),
+                    jnp.asarray(layout.lower, dtype=float), jnp.asarray(float(REML)), layout.factor(0))
+    out, _ = run_given(target, data, m, chunk, progress, max_iter, "fit_many", (G, q, p, True))
+    out = _blank_failed(out, ok)
+    fixef = beta0 + out["beta"]
+    fixef[~ok] = np.nan
+    table = _table(info, info.fixed_names, fixef, out["se"], out, {"nobs": sizes, "ngroups": n_groups})
+    _report_failed(table, ok, "data set")
+    return table
+
+
+def _blank_failed(out: dict, ok: np.ndarray) -> dict:
+    out = dict(out)
+    for name, v in out.items():
+        if name == "converged":
+            out[name] = v & ok
+        elif v.dtype.kind == "f":
+            v = v.copy()
+            v[~ok] = np.nan
+            out[name] = v
+    return out
+
+
+def _report_failed(table: pd.DataFrame, ok: np.ndarray, what: str) -> None:
+    bad = np.flatnonzero(~ok)
+    failed = int((~table["converged"].to_numpy()).sum())
+    if failed:
+        shown = ", ".join(str(table.index[i]) for i in bad[:5])
+        detail = f" ({len(bad)} could not be fitted: {shown}{', ...' if len(bad) > 5 else ''})" if len(bad) else ""
+        warnings.warn(f"{failed} of {len(table)} fits did not converge{detail}; they are flagged in 'converged'",
+                      BatchWarning, stacklevel=4)
+
+
+def _fit_responses(formula, data, responses, REML, chunk, progress, max_iter) -> pd.DataFrame:
+    if not isinstance(data, pd.DataFrame):
+        raise TypeError("with responses=, data must be one DataFrame")
+    names = list(responses.columns) if isinstance(responses, pd.DataFrame) else None
+    Y = np.asarray(responses, dtype=float)
+    if Y.ndim == 1:
+        Y = Y[:, None]
+    if Y.ndim != 2 or Y.shape[0] != len(data):
+        raise DesignError(f"responses must be an n × m array with n = {len(data)} rows (as data); got shape "
+                          f"{np.shape(responses)}")
+    parsed = parse_formula(formula)
+    frame = data.assign(**{v: Y[:, 0] for v in parsed.response_variables if v not in data.columns})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")   # the template's own response does not matter
+        design = build_design(formula, frame)
+    info = design.info
+    single_factor(design, "fit_many")
+    keep = frame[info.parsed.variables].notna().all(axis=1).to_numpy()
+    if keep.sum() != info.nobs:
+        raise DesignError("cannot align the responses with the rows used")
+    Y = Y[keep]
+    if not np.all(np.isfinite(Y)):
+        raise DesignError("responses must be finite on the rows used (rows with missing predictors are dropped)")
+    X, Z, codes, G = info.X, info.Z, np.asarray(info.group_codes), info.n_groups
+    m = Y.shape[1]
+    B0 = np.linalg.lstsq(X, Y, rcond=None)[0]              # (p, m)
+    Yc = Y - X @ B0
+    data_y = (np.moveaxis(group_sums(codes, G, Z, Yc), -1, 0), (X.T @ Yc).T, np.sum(Yc * Yc, axis=0))
+    layout = theta_layout(info.terms)
+    target = make_target(X, Z, codes, G, layout, layout.start(), REML)
+    out, _ = run_given(target, data_y, m, chunk, progress, max_iter, "fit_many", (G, info.q, info.p))
+    table = _table(info, info.fixed_names, B0.T + out["beta"], out["se"], out,
+                   {"nobs": np.full(m, info.nobs), "ngroups": np.full(m, G)})
+    if names is not None:
+        table.index = pd.Index(names)
+    _report_failed(table, np.ones(m, bool), "response")
+    return table

@@ -1,0 +1,78 @@
+"""A model structure to fit in a batch (statistics that do not change between problems) and the
+batched fit of it: slot-queue Newton over `likelihood.sums`, then the estimates.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..design import NotYetSupportedError
+from ..likelihood import sums
+from ..likelihood.lmm import Stats, estimates
+from ..model.layout import FactorStructure, ThetaLayout
+from ..optimize import batch_converged, minimize_queue
+
+
+@jax.tree_util.register_dataclass
+@dataclass(frozen=True)
+class Target:
+    """A model structure to fit in a batch: its shared statistics (those that do not depend on y),
+    start, bounds and criterion. Leaves are arrays; layout fields are static."""
+
+    ZtZ: jax.Array
+    ZtX: jax.Array
+    XtX: jax.Array
+    n: jax.Array
+    x0: jax.Array
+    lower: jax.Array
+    reml: jax.Array
+    structure: FactorStructure = field(metadata=dict(static=True))
+
+    def stats(self, *b) -> Stats:
+        """One problem's Stats from its y-dependent parts (Zᵀy, Xᵀy, yᵀy), or from all seven parts
+        (ZᵀZ, ZᵀX, Zᵀy, XᵀX, Xᵀy, yᵀy, n) when every problem has its own design."""
+        if len(b) == 7:
+            return Stats(*b, self.structure)
+        Zty, Xty, yty = b
+        return Stats(self.ZtZ, self.ZtX, Zty, self.XtX, Xty, yty, self.n, self.structure)
+
+
+def single_factor(model, what: str) -> None:
+    info = model.info
+    factors = {t.factor for t in info.terms}
+    if len(factors) > 1:
+        raise NotYetSupportedError(f"{what} supports models with one grouping factor; this model has "
+                                   f"{len(factors)} ({', '.join(sorted(factors))})")
+
+
+def group_sums(codes: np.ndarray, G: int, left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """Σ_rows-in-g left_r right_rᵀ for every group: (G, a, b) from left (n, a), right (n, b)."""
+    a, b = left.shape[1], right.shape[1]
+    out = np.empty((G, a, b))
+    for i in range(a):
+        for j in range(b):
+            out[:, i, j] = np.bincount(codes, left[:, i] * right[:, j], minlength=G)
+    return out
+
+
+def make_target(X, Z, codes, G, layout: ThetaLayout, x0, reml) -> Target:
+    return Target(jnp.asarray(group_sums(codes, G, Z, Z)), jnp.asarray(group_sums(codes, G, Z, X)),
+                  jnp.asarray(X.T @ X), jnp.asarray(float(X.shape[0])), jnp.asarray(x0, dtype=float),
+                  jnp.asarray(layout.lower, dtype=float), jnp.asarray(float(reml)), layout.factor(0))
+
+
+def fit_target(target: Target, data, n_valid, width: int, max_iter: int) -> dict:
+    """Fit one target structure to a queue of (Zᵀy, Xᵀy, yᵀy) statistics and evaluate the estimates."""
+
+    def make_args(b):
+        return (target.stats(*b), target.reml)
+
+    state = minimize_queue(sums.objective, sums.objective_derivatives, target.x0, target.lower, data,
+                           make_args, n_valid, width, max_iter=max_iter)
+    est = jax.vmap(lambda x, b: estimates(x, target.stats(*b), target.reml))(state.x, data)
+    return dict(theta=state.x, objective=state.f, beta=est.beta, sigma=est.sigma,
+                se=jnp.sqrt(jnp.diagonal(est.vcov_beta, axis1=-2, axis2=-1)),
+                converged=batch_converged(state), iterations=state.iterations, grad_norm=state.grad_norm)
