@@ -19,6 +19,7 @@ from . import datasets
 from .model import family as families
 from .design import DesignError, NotYetSupportedError
 from .formula import FormulaError
+from .model.residual import AR1, CAR1, CompSymm, VarExp, VarIdent, VarPower
 from .results import ConvergenceWarning, LmerModel, SingularFitWarning, lmer
 
 # Later rooms (inference, the multilevel form, batches) load on first use: they pull in
@@ -55,7 +56,8 @@ def _enable_compilation_cache() -> None:
 
 _enable_compilation_cache()
 
-__all__ = ["lmer", "glmer", "GlmerModel", "families", "LmerModel", "datasets", "FormulaError", "DesignError", "NotYetSupportedError",
+__all__ = ["lmer", "glmer", "GlmerModel", "families", "LmerModel", "datasets", "AR1", "CAR1", "CompSymm", "VarIdent", "VarPower", "VarExp",
+           "FormulaError", "DesignError", "NotYetSupportedError",
            "ConvergenceWarning", "SingularFitWarning",
            "anova", "AnovaResult", "DifferentDataError", "hlm", "HlmModel", "group_mean", "center_within",
            "hausman_test", "compare_methods",

@@ -207,6 +207,27 @@ def coefficient_rows(table: pd.DataFrame, digits: int = 4, stars: bool = False) 
     return [head] + [[term] + [c[i] for c in columns] for i, term in enumerate(table["term"])]
 
 
+def residual_structure(model) -> str:
+    """nlme's lines for the residual structure: its kind, then the parameter estimates."""
+    if getattr(model, "residual", None) is None:
+        return ""
+    res = model.residual.residual
+    values = model.residual_params
+    lines = []
+    if res.correlation is not None:
+        k = res.n_cor
+        lines.append(f"Correlation structure: {res.correlation}")
+        lines.append(table_text([list(values.index[:k]), [f"{v:.6g}" for v in values.iloc[:k]]], ["r"] * k))
+    if res.variance is not None:
+        v = values.iloc[res.n_cor:]
+        names, shown = list(v.index), [f"{x:.6g}" for x in v]
+        if hasattr(res.variance, "levels"):
+            names, shown = [res.variance.levels[0]] + names, ["1"] + shown
+        lines.append(f"Variance function: {res.variance}")
+        lines.append(table_text([names, shown], ["r"] * len(names)))
+    return "\n".join(lines)
+
+
 def fixed_effects(table: pd.DataFrame, stars: bool = False) -> str:
     rows = coefficient_rows(table, stars=stars)
     text = "Fixed effects:\n" + table_text(rows, ["l"] + ["r"] * (len(rows[0]) - 1))
@@ -250,7 +271,7 @@ def notes(model) -> str:
 def format_summary(model, coefficients: pd.DataFrame, ddf: str | None = None, stars: bool = False,
                    correlation: bool | None = None) -> str:
     """The whole summary; `coefficients` is the fixed-effect table (with df and p_value when `ddf`)."""
-    parts = [header(model, ddf), scaled_residuals(model), random_effects(model),
+    parts = [header(model, ddf), scaled_residuals(model), random_effects(model), residual_structure(model),
              fixed_effects(coefficients, stars), fixed_correlation(model, correlation), notes(model)]
     return "\n\n".join(p for p in parts if p) + "\n"
 

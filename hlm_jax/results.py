@@ -9,10 +9,12 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from .design import Design, DesignError, build_design, factor_labels, term_group_names
+from .design import Design, DesignError, NotYetSupportedError, build_design, factor_labels, term_group_names
 from .fit import ModelFit, fit_model
+from .residual_fit import ResidualFit, fit_residual_model, residual_rows, structure_columns
 from .likelihood.lmm import simulate_responses
 from .model.layout import ThetaLayout, theta_layout
+from .model.residual import VARIANCE_FUNCTIONS
 from .optimize import OptSummary, summarize
 from .precision import float64
 from .prior import drop_missing_prior, split_offsets, unique_rows, weighted_design, weights_and_offset
@@ -31,11 +33,18 @@ class SingularFitWarning(UserWarning):
 
 @float64
 def lmer(formula: str, data: pd.DataFrame, REML: bool = True, max_iter: int = 200, weights=None,
-         offset=None) -> "LmerModel":
+         offset=None, correlation=None) -> "LmerModel":
     """Fit a linear mixed model written in lme4's formula syntax, by REML (default) or ML.
 
-    weights: prior weights (residual variance σ²/w_i), a column name or one value per row; offset: a
-    column name or values added to the linear predictor (also `offset(...)` terms in the formula)."""
+    weights: prior weights (residual variance σ²/w_i), a column name or one value per row, or a
+    variance function (VarIdent, VarPower, VarExp: nlme's weights=); offset: a column name or values
+    added to the linear predictor (also `offset(...)` terms in the formula); correlation: AR1, CAR1 or
+    CompSymm, nlme's residual correlation within the groups of the grouping factor."""
+    if correlation is not None or isinstance(weights, VARIANCE_FUNCTIONS):
+        if offset is not None or (weights is not None and not isinstance(weights, VARIANCE_FUNCTIONS)):
+            raise NotYetSupportedError("prior weights or an offset together with a residual structure are not "
+                                       "supported yet")
+        return _lmer_residual(formula, data, REML, max_iter, correlation, weights)
     frame = unique_rows(data)
     plain, _, offsets = split_offsets(formula)
     if weights is None and offset is None and not offsets:
@@ -48,6 +57,16 @@ def lmer(formula: str, data: pd.DataFrame, REML: bool = True, max_iter: int = 20
     design = build_design(plain, frame)
     pos = frame.index.get_indexer(design.info.row_index)
     return fit_design(design, REML, max_iter, prior=(w[pos], off[pos]))
+
+
+def _lmer_residual(formula, data, REML, max_iter, correlation, variance) -> "LmerModel":
+    """lmer with nlme's residual structures (see `residual_fit`)."""
+    design = build_design(formula, residual_rows(data, correlation, variance))
+    values = {c: data.loc[design.info.row_index, c].to_numpy() for c in structure_columns(correlation, variance)}
+    raw, beta0, residual = fit_residual_model(design, values, correlation, variance, bool(REML), max_iter)
+    model = LmerModel(design, bool(REML), raw, beta0, residual=residual)
+    model.warn_if_problematic()
+    return model
 
 
 @float64
@@ -69,8 +88,10 @@ def fit_design(design: Design, REML: bool = True, max_iter: int = 200, prior=Non
 class LmerModel:
     """A fitted linear mixed model. Attribute names follow lme4 (fixef, ranef, VarCorr → varcorr, ...)."""
 
-    def __init__(self, design: Design, reml: bool, raw: ModelFit, beta0: np.ndarray, prior=None):
+    def __init__(self, design: Design, reml: bool, raw: ModelFit, beta0: np.ndarray, prior=None,
+                 residual: ResidualFit | None = None):
         self.design = design
+        self.residual = residual
         self.prior = prior
         self.offset = np.zeros(design.info.nobs) if prior is None else prior[1]
         self.info = design.info
@@ -124,8 +145,9 @@ class LmerModel:
 
     @property
     def n_params(self) -> int:
-        """Number of estimated parameters: fixed effects, θ and σ (lme4's `df` of logLik)."""
-        return len(self.fixef) + len(self.theta) + 1
+        """Number of estimated parameters: fixed effects, θ, the residual structure's and σ (`df` of logLik)."""
+        extra = 0 if self.residual is None else len(self.residual.eta)
+        return len(self.fixef) + len(self.theta) + extra + 1
 
     @property
     def aic(self) -> float:
@@ -192,6 +214,23 @@ class LmerModel:
                     rows.append((name, cols[j], cols[i], cov[i, j], corr))
         rows.append(("Residual", None, None, self.sigma ** 2, self.sigma))
         return pd.DataFrame(rows, columns=["grp", "var1", "var2", "vcov", "sdcor"])
+
+    @property
+    def residual_params(self) -> pd.Series:
+        """The residual structure's parameters as nlme's summary reports them (Phi, Rho, sd ratios to the
+        first level, power, expon); empty without a structure."""
+        if self.residual is None:
+            return pd.Series(dtype=float)
+        res = self.residual.residual
+        with jax.enable_x64(True):
+            values = np.asarray(res.natural(jnp.asarray(self.residual.eta)))
+        return pd.Series(values, index=list(res.names), dtype=float)
+
+    def variance_table(self) -> pd.DataFrame:
+        """Random-effect sds and correlations, the residual structure's parameters and σ with SEs from the
+        exact Hessian of the criterion, on the users' scale (column `scale`: the transformation used)."""
+        from .inference.information import variance_table
+        return variance_table(self)
 
     def varcorr_names(self) -> list[str]:
         """Names of the sds and correlations as lme4's confint(oldNames = FALSE) writes them, in θ order."""

@@ -1,5 +1,5 @@
 """The model layer: covariance structures of the random terms and θ's layout over them, families and
-the Laplace approximation."""
+the Laplace approximation, residual structures (residual.py)."""
 from .covariance import STRUCTURES, Covariance, Diagonal, Scalar, Unstructured, structure
 from .layout import FactorStructure, ThetaLayout, theta_layout
 

@@ -1,0 +1,154 @@
+"""Linear mixed models with a residual structure (nlme's correlation= and weights=): fit, SEs, batches.
+
+Group g's marginal covariance is σ²(Z_gΛΛᵀZ_gᵀ + R_g). Whitening the rows of X, Z and y by
+K_g (K_gᵀK_g = R_g⁻¹, from `model.residual`) leaves an LMM with iid errors, so the profiled
+criterion (REML or ML, β and σ profiled out as nlme does) is lme4's on the whitened statistics
+plus Σ_g log|R_g|; the optimiser sees one vector x = (θ, η) with θ's lower bounds.
+
+These models are not written through `model.user.GroupModel`: profiling β and σ needs sums over
+all groups before the criterion is formed, which a sum of per-group log-likelihoods cannot express;
+the profiled form has fewer parameters and reuses lme4's decomposition (and its estimates of b).
+"""
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from dataclasses import dataclass, field
+from functools import partial
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+
+from .design import Design, DesignError, GroupBucket, NotYetSupportedError, bucket_length
+from .fit import SINGLE_FIT_OPTIONS, ModelFit, ols_coefficients
+from .likelihood import lmm
+from .model.layout import FactorStructure, theta_layout
+from .model.residual import Residual, ResidualSpecError, bind
+from .optimize import NewtonState, gradient_and_hessian, minimize, minimize_queue, batch_converged
+
+
+@jax.tree_util.register_dataclass
+@dataclass(frozen=True)
+class ResidualData:
+    """Padded per-group tensors (rows sorted by time within groups), per-row structure inputs
+    `aux` (groups × rows × 2) per bucket, the centring β₀, and the static layout."""
+
+    buckets: tuple
+    aux: tuple
+    beta0: jax.Array
+    residual: Residual = field(metadata=dict(static=True))
+    n_theta: int = field(metadata=dict(static=True))
+    n_slots: int = field(metadata=dict(static=True))
+    structure: FactorStructure = field(metadata=dict(static=True))
+
+    def with_response(self, ys: tuple, beta0) -> "ResidualData":
+        """The same model with other padded responses (one (groups × rows) array per bucket)."""
+        buckets = tuple(dataclasses.replace(b, y=y) for b, y in zip(self.buckets, ys))
+        return dataclasses.replace(self, buckets=buckets, beta0=beta0)
+
+
+def residual_data(design: Design, values: dict, correlation, variance) -> ResidualData:
+    """Bind the structures to the design's rows (`values`: column → values in the design's row order)."""
+    info = design.info
+    if len(info.factors) > 1:
+        raise NotYetSupportedError("residual structures need a single grouping factor "
+                                   f"(this model has {len(info.factors)})")
+    try:
+        residual, aux_rows = bind(correlation, variance, values, np.asarray(info.group_codes))
+    except ResidualSpecError as exc:
+        raise DesignError(str(exc)) from None
+    buckets, aux = [], []
+    for b in design.buckets:
+        rows, mask = np.asarray(b.rows), np.asarray(b.mask)
+        a = aux_rows[rows]
+        order = np.argsort(np.where(mask > 0, a[..., 0], np.inf), axis=1, kind="stable")
+
+        def sort(v):
+            v = np.asarray(v)
+            return np.take_along_axis(v, order.reshape(order.shape + (1,) * (v.ndim - 2)), axis=1)
+
+        buckets.append(GroupBucket(sort(b.X), sort(b.Z), sort(b.y), sort(mask), np.asarray(b.group), sort(rows)))
+        aux.append(sort(a))  # padding cells hold row 0's inputs: valid values, so derivatives stay finite
+    layout = theta_layout(info.terms)
+    return ResidualData(tuple(buckets), tuple(aux), ols_coefficients(info.X, info.y), residual, layout.size,
+                        bucket_length(info.n_groups + 1), layout.factor(0))
+
+
+def whitened_stats(eta: jax.Array, data: ResidualData) -> tuple[lmm.Stats, jax.Array]:
+    """lme4's sufficient statistics of the whitened model and Σ_g log|R_g| at η."""
+    res = data.residual
+    buckets, logdet = [], jnp.zeros((), eta.dtype)
+    for b, aux in zip(data.buckets, data.aux):
+        p, q = b.X.shape[-1], b.Z.shape[-1]
+        T = res.whiten(eta, aux, jnp.concatenate([b.X, b.Z, b.y[..., None]], axis=-1), b.mask)
+        buckets.append(dataclasses.replace(b, X=T[..., :p], Z=T[..., p:p + q], y=T[..., -1]))
+        logdet = logdet + jnp.sum(res.logdet(eta, aux, b.mask))
+    parts = lmm.group_stats(tuple(buckets), data.beta0, data.n_slots)
+    return lmm.Stats(*parts, structure=data.structure), logdet
+
+
+def objective(x: jax.Array, data: ResidualData, reml: jax.Array) -> jax.Array:
+    """The profiled REML criterion or ML deviance (−2 log-likelihood) at x = (θ, η)."""
+    stats, logdet = whitened_stats(x[data.n_theta:], data)
+    return lmm.objective(x[:data.n_theta], stats, reml) + logdet
+
+
+def estimates(x: jax.Array, data: ResidualData, reml: jax.Array) -> lmm.Estimates:
+    """β̂ (GLS, relative to β₀), σ̂, vcov(β̂), b̂ and cov(b | y) at x, with the full criterion."""
+    stats, logdet = whitened_stats(x[data.n_theta:], data)
+    est = lmm.estimates(x[:data.n_theta], stats, reml)
+    return est._replace(objective=est.objective + logdet)
+
+
+def _bounds(data: ResidualData, lower_theta: np.ndarray) -> np.ndarray:
+    return np.concatenate([lower_theta, np.full(len(data.residual.names), -np.inf)])
+
+
+@partial(jax.jit, static_argnames=("max_iter",), compiler_options=SINGLE_FIT_OPTIONS)
+def _fit(data: ResidualData, x0, lower, reml, max_iter: int = 200):
+    state = minimize(objective, x0, lower, (data, reml), max_iter=max_iter)
+    return state, estimates(state.x, data, reml)
+
+
+class ResidualFit(NamedTuple):
+    """What a fit with a residual structure adds to an lmer fit: the bound structure, η̂ and its data."""
+
+    residual: Residual
+    eta: np.ndarray
+    data: ResidualData
+
+
+def fit_residual_model(design: Design, values: dict, correlation, variance, reml: bool,
+                       max_iter: int = 200) -> tuple[ModelFit, np.ndarray, ResidualFit]:
+    """Fit; returns the lmer-shaped fit (state over θ only), β₀ and the residual part."""
+    data = residual_data(design, values, correlation, variance)
+    layout = theta_layout(design.info.terms)
+    x0 = np.concatenate([layout.start(), data.residual.start()])
+    state, est = jax.tree_util.tree_map(np.asarray, _fit(data, jnp.asarray(x0), jnp.asarray(_bounds(data, layout.lower)),
+                                                         jnp.asarray(float(reml)), max_iter=max_iter))
+    k, G = data.n_theta, design.info.n_groups
+    raw = ModelFit(state._replace(x=state.x[:k]), est, (est.b[:G],), (est.b_cov[:G],))
+    return raw, np.asarray(data.beta0), ResidualFit(data.residual, state.x[k:], data)
+
+
+def structure_columns(correlation, variance) -> list[str]:
+    """The data columns the residual structures read."""
+    return list(dict.fromkeys(c for s in (correlation, variance) if s is not None for c in s.columns))
+
+
+def residual_rows(data: pd.DataFrame, correlation, variance) -> pd.DataFrame:
+    """`data` without the rows whose structure columns are missing (named in the error if a column is absent)."""
+    if not isinstance(data, pd.DataFrame):
+        raise DesignError(f"data must be a pandas DataFrame, got {type(data).__name__}")
+    columns = structure_columns(correlation, variance)
+    absent = [c for c in columns if c not in data.columns]
+    if absent:
+        raise DesignError(f"column {absent[0]!r} of the residual structure is not in the data")
+    keep = data[columns].notna().all(axis=1).to_numpy()
+    if not keep.all():
+        warnings.warn(f"{int((~keep).sum())} row(s) with missing values in {', '.join(columns)} were dropped",
+                      stacklevel=4)
+    return data.loc[keep]

@@ -1,0 +1,114 @@
+"""Residual structures (nlme's correlation= and weights=) against nlme 3.1-162 references.
+
+References: tests/reference/orthodont_ar1_reml.json and orthodont_varident_reml.json (shared), the
+others made by tests/reference/make_residual_references.R. Tolerances from issue #16: logLik 1e-6
+relative, fixef 1e-4, se 1e-3, structure parameters and random-effect sds 1e-3.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import hlm_jax as hj
+from hlm_jax.design import DesignError
+
+from conftest import load_reference
+
+REFERENCE = Path(__file__).parent / "reference"
+ORTHODONT = "distance ~ age * Sex + (1|Subject)"
+
+
+def orthodont():
+    return hj.datasets.load("orthodont")
+
+
+def panel():
+    return pd.read_csv(REFERENCE / "car1_panel.csv")
+
+
+def structure_values(ref: dict) -> list[float]:
+    """nlme's corStruct then varStruct estimates (varIdent: the ratios after the reference level's 1)."""
+    out = list((ref["corStruct"] or {}).values())
+    var = ref["varStruct"] or {}
+    values = list(var.values())
+    return out + (values[1:] if len(values) > 1 and values[0] == 1 else values)
+
+
+def check_against(model, ref: dict) -> None:
+    assert model.converged
+    assert model.loglik == pytest.approx(ref["logLik"], rel=1e-6)
+    np.testing.assert_allclose(model.fixef.to_numpy(), list(ref["fixef"].values()), atol=1e-4)
+    np.testing.assert_allclose(model.std_errors.to_numpy(), list(ref["se"].values()), atol=1e-3)
+    np.testing.assert_allclose(model.residual_params.to_numpy(), structure_values(ref), atol=1e-3)
+    re_sd = model.varcorr.query("grp != 'Residual' and var2.isnull()")["sdcor"].to_numpy()
+    np.testing.assert_allclose(re_sd, list(ref["re_sd"].values()), atol=1e-3)
+    assert model.sigma == pytest.approx(ref["sigma"], abs=1e-3)
+    assert model.aic == pytest.approx(ref["AIC"], rel=1e-6)
+
+
+CASES = [
+    ("orthodont_ar1_reml", ORTHODONT, orthodont, dict(correlation=hj.AR1())),
+    ("orthodont_varident_reml", ORTHODONT, orthodont, dict(weights=hj.VarIdent("Sex"))),
+    ("orthodont_cs_reml", "distance ~ age * Sex + (0 + age|Subject)", orthodont, dict(correlation=hj.CompSymm())),
+    ("orthodont_varpower_reml", ORTHODONT, orthodont, dict(weights=hj.VarPower("age"))),
+    ("panel_car1_reml", "y ~ time + x + (1|id)", panel, dict(correlation=hj.CAR1("time"))),
+]
+SLOW_CASES = [
+    ("orthodont_ar1_ml", ORTHODONT, orthodont, dict(correlation=hj.AR1(), REML=False)),
+    ("orthodont_varexp_reml", ORTHODONT, orthodont, dict(weights=hj.VarExp("age"))),
+    ("sleepstudy_ar1_reml", "Reaction ~ Days + (1|Subject)", lambda: hj.datasets.load("sleepstudy"),
+     dict(correlation=hj.AR1())),
+    ("orthodont_ar1_varident_reml", ORTHODONT, orthodont, dict(correlation=hj.AR1(), weights=hj.VarIdent("Sex"))),
+]
+
+
+@pytest.mark.parametrize("case, formula, data, kw", CASES, ids=[c[0] for c in CASES])
+def test_against_nlme(case, formula, data, kw):
+    check_against(hj.lmer(formula, data(), **kw), load_reference(case))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case, formula, data, kw", SLOW_CASES, ids=[c[0] for c in SLOW_CASES])
+def test_against_nlme_more(case, formula, data, kw):
+    check_against(hj.lmer(formula, data(), **kw), load_reference(case))
+
+
+def test_car1_does_not_depend_on_row_order():
+    """Rows are put in time order within groups: shuffling the data changes nothing."""
+    shuffled = panel().sample(frac=1.0, random_state=3)
+    m = hj.lmer("y ~ time + x + (1|id)", shuffled, correlation=hj.CAR1("time"))
+    check_against(m, load_reference("panel_car1_reml"))
+
+
+@pytest.mark.slow
+def test_ar1_in_integer_times_takes_phi_to_the_gap():
+    """AR1("t") with t = 2 × day: correlation Phi^(2 × lag), so its Phi is the square root of AR1()'s."""
+    s = hj.datasets.load("sleepstudy")
+    by_row = hj.lmer("Reaction ~ Days + (1|Subject)", s, correlation=hj.AR1())
+    by_time = hj.lmer("Reaction ~ Days + (1|Subject)", s.assign(t=2 * s["Days"]), correlation=hj.AR1("t"))
+    assert by_time.loglik == pytest.approx(by_row.loglik, rel=1e-10)
+    assert by_time.residual_params["Phi"] ** 2 == pytest.approx(by_row.residual_params["Phi"], abs=1e-6)
+
+
+def test_summary_reports_the_structure():
+    m = hj.lmer(ORTHODONT, orthodont(), weights=hj.VarIdent("Sex"))
+    text = m.summary()
+    assert "Variance function" in text and "Female" in text and "2.13723" in text
+    assert m.n_params == 4 + 1 + 1 + 1
+
+
+def test_bad_structures_are_named():
+    d = orthodont()
+    with pytest.raises(DesignError, match="'when'"):
+        hj.lmer(ORTHODONT, d, correlation=hj.AR1("when"))
+    with pytest.raises(DesignError, match="integers"):
+        hj.lmer(ORTHODONT, d.assign(t=d["age"] / 3), correlation=hj.AR1("t"))
+    with pytest.raises(DesignError, match="repeats"):
+        hj.lmer(ORTHODONT, d.assign(t=0), correlation=hj.CAR1("t"))
+    with pytest.raises(DesignError, match="numeric"):
+        hj.lmer(ORTHODONT, d, weights=hj.VarPower("Sex"))
+    with pytest.raises(DesignError, match="single level"):
+        hj.lmer(ORTHODONT, d.assign(s="a"), weights=hj.VarIdent("s"))
