@@ -15,6 +15,9 @@ from dataclasses import dataclass, field
 import jax
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
+
+from . import fixed
 from .formula import (DesignError, FormulaError, ParsedFormula, RandomTerm, check_columns, factor_codes,
                       model_matrix, parse_formula, response_values)
 
@@ -111,6 +114,13 @@ class DesignInfo:
     row_index: pd.Index
     n_dropped_missing: int
     fixed_spec: object = field(repr=False)
+    fixed_terms: tuple[str, ...] = ()
+    fixed_assign: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def sparse(self) -> bool:
+        """Whether X is kept sparse (the wide path: no per-group padding of X)."""
+        return sp.issparse(self.X)
 
     @property
     def nobs(self) -> int:
@@ -158,9 +168,21 @@ class Design:
     info: DesignInfo = field(metadata=dict(static=True))
 
 
-def build_design(formula: str, data: pd.DataFrame) -> Design:
-    """Parse `formula`, check `data` against it, and pad the rows into per-group tensors."""
-    parsed = parse_formula(formula)
+# The wide (sparse) path: X stays a sparse matrix and the sufficient statistics are sums over rows
+# (`fixed.group_sums`), with no per-group padding of X. It is taken when X has more than
+# SPARSE_COLUMNS columns or a dense copy of X would exceed SPARSE_BYTES; below that the padded
+# per-group tensors are built (they also serve the batched programs).
+SPARSE_COLUMNS = 64
+SPARSE_BYTES = 2 ** 28
+
+
+def uses_sparse_path(n: int, p: int) -> bool:
+    """Whether an n × p fixed-effects matrix takes the sparse path (see SPARSE_COLUMNS)."""
+    return p > SPARSE_COLUMNS or 8 * n * p > SPARSE_BYTES
+
+
+def model_frame(parsed: ParsedFormula, data: pd.DataFrame) -> tuple[pd.DataFrame, int, np.ndarray]:
+    """The used columns without rows that have missing values, how many rows were dropped, and y."""
     if parsed.fixed_terms.offsets:
         raise FormulaError(f"{', '.join(map(str, (o.func for o in parsed.fixed_terms.offsets)))}(...) in a formula "
                            "is not supported by lmer yet")
@@ -168,14 +190,23 @@ def build_design(formula: str, data: pd.DataFrame) -> Design:
         raise DesignError(f"data must be a pandas DataFrame, got {type(data).__name__}")
     used = _used_columns(parsed, data)
     frame, n_dropped = _drop_missing(data, used)
-    y = _response(parsed, frame)
-    X, fixed_names, dropped, fixed_spec = _fixed_matrix(parsed, frame)
+    return frame, n_dropped, _response(parsed, frame)
+
+
+def build_design(formula: str, data: pd.DataFrame, sparse: bool | None = None) -> Design:
+    """Parse `formula`, check `data` against it, and pad the rows into per-group tensors
+    (`sparse=None` chooses the sparse path by size; True/False force it)."""
+    parsed = parse_formula(formula)
+    frame, n_dropped, y = model_frame(parsed, data)
+    part = fixed_part(parsed, frame)
     terms, factors = _random_blocks(parsed, frame)
     _warn_if_labels_look_nested(factors, frame)
     first = factors[0]
-    buckets = _pad_into_buckets(X, first.Z, y, first.codes, first.n_levels)
-    info = DesignInfo(formula, parsed, parsed.response, fixed_names, dropped, terms, factors,
-                      X, y, frame.index, n_dropped, fixed_spec)
+    wide = uses_sparse_path(*part.X.shape) if sparse is None else sparse
+    X = part.X.tocsr() if wide else part.X.toarray()
+    buckets = () if wide else _pad_into_buckets(X, first.Z, y, first.codes, first.n_levels)
+    info = DesignInfo(formula, parsed, parsed.response, part.names, part.dropped, terms, factors,
+                      X, y, frame.index, n_dropped, part.spec, part.terms, part.assign)
     return Design(buckets, info)
 
 
@@ -206,42 +237,41 @@ def _response(parsed: ParsedFormula, frame: pd.DataFrame) -> np.ndarray:
     return y
 
 
-def _model_matrix(terms, frame: pd.DataFrame, what: str):
+def _model_matrix(terms, frame: pd.DataFrame, what: str, sparse: bool = False):
     """The model matrix of `terms` (a `formula.Terms`), its R column names and its `MatrixSpec`."""
     try:
-        X, spec = model_matrix(terms, frame)
+        X, spec = model_matrix(terms, frame, sparse)
     except DesignError as exc:
         raise DesignError(f"the {what} model matrix: {exc}") from None
     return X, spec.names, spec
 
 
-def _fixed_matrix(parsed: ParsedFormula, frame: pd.DataFrame):
-    """X with aliased columns dropped (and named in a warning), as lme4 does."""
-    X, names, spec = _model_matrix(parsed.fixed_terms, frame, "fixed-effects")
-    if X.shape[1] == 0:
-        return X, names, (), spec
-    keep = independent_columns(X)
+@dataclass(frozen=True)
+class FixedPart:
+    """The fixed-effects matrix with aliased columns dropped: X (n × p, sparse CSC), R's names, the dropped
+    names, R's term labels (`(Intercept)` first when present) and each kept column's term index (`assign`)."""
+
+    X: object
+    names: tuple[str, ...]
+    dropped: tuple[str, ...]
+    terms: tuple[str, ...]
+    assign: np.ndarray
+    spec: object
+
+
+def fixed_part(parsed: ParsedFormula, frame: pd.DataFrame) -> FixedPart:
+    """X with aliased columns dropped (counted and named in a warning), as lme4 and lm do (see `fixed`)."""
+    X, names, spec = _model_matrix(parsed.fixed_terms, frame, "fixed-effects", sparse=True)
+    labels = list(spec.term_columns)
+    assign = np.zeros(len(names), dtype=np.int64)
+    for k, cols in enumerate(spec.term_columns.values()):
+        assign[cols] = k
+    keep = fixed.independent_columns(fixed.gram(X))
     dropped = tuple(n for n, k in zip(names, keep) if not k)
     if dropped:
-        warnings.warn(f"fixed-effect model matrix is rank deficient: dropping {len(dropped)} "
-                      f"column(s): {', '.join(dropped)}", stacklevel=4)
-    return X[:, keep], tuple(n for n, k in zip(names, keep) if k), dropped, spec
-
-
-def independent_columns(X: np.ndarray, tol: float = 1e-7) -> np.ndarray:
-    """Mask of columns kept by a left-to-right Gram–Schmidt: a column is aliased when its
-    residual on the kept earlier columns has relative norm below `tol` (R's qr rule)."""
-    scale = np.sqrt((X ** 2).sum(axis=0))
-    Q = np.zeros((X.shape[0], 0))
-    keep = np.zeros(X.shape[1], dtype=bool)
-    for j in range(X.shape[1]):
-        r = X[:, j] - Q @ (Q.T @ X[:, j])
-        r = r - Q @ (Q.T @ r)
-        norm = np.sqrt(r @ r)
-        if scale[j] > 0 and norm > tol * scale[j]:
-            keep[j] = True
-            Q = np.column_stack([Q, r / norm])
-    return keep
+        warnings.warn(fixed.dropped_message(dropped), stacklevel=4)
+    terms = tuple("(Intercept)" if t == "1" else t for t in labels)
+    return FixedPart(X[:, keep], tuple(n for n, k in zip(names, keep) if k), dropped, terms, assign[keep], spec)
 
 
 def _group_codes(frame: pd.DataFrame, group: tuple[str, ...], name: str) -> tuple[np.ndarray, np.ndarray]:

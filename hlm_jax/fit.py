@@ -11,7 +11,9 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+import scipy.sparse as sp
 
+from . import fixed
 from .design import Design, DesignError, bucket_length, with_response
 from .likelihood import crossed
 from .model.layout import theta_layout
@@ -29,9 +31,9 @@ class RawFit(NamedTuple):
 _group_stats = jax.jit(group_stats, static_argnums=2)
 
 
-def ols_coefficients(X: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Least-squares β of y on X (the reference point y is centred at)."""
-    return np.linalg.lstsq(X, y, rcond=None)[0]
+def ols_coefficients(X, y: np.ndarray) -> np.ndarray:
+    """Least-squares β of y on X, dense or sparse (the reference point y is centred at)."""
+    return fixed.least_squares(X, y) if sp.issparse(X) else np.linalg.lstsq(X, y, rcond=None)[0]
 
 
 def design_stats(design: Design, y: np.ndarray | None = None) -> tuple[Stats, np.ndarray]:
@@ -41,7 +43,10 @@ def design_stats(design: Design, y: np.ndarray | None = None) -> tuple[Stats, np
     info = design.info
     beta0 = ols_coefficients(info.X, info.y)
     n_slots = bucket_length(info.n_groups + 1)
-    parts = _group_stats(design.buckets, jnp.asarray(beta0), n_slots)
+    if info.sparse:
+        parts = fixed.group_sums(info.X, info.Z, info.group_codes, info.y - info.X @ beta0, n_slots)
+    else:
+        parts = _group_stats(design.buckets, jnp.asarray(beta0), n_slots)
     return Stats(*parts, structure=theta_layout(info.terms).factor(0)), beta0
 
 
@@ -96,8 +101,7 @@ def crossed_stats(design: Design, y: np.ndarray | None = None) -> tuple[crossed.
     pair_val = cross_val[pair_a][:, :, None] * cross_val[pair_b][:, None, :]
     flat = (idx[:, :, None] * Q2 + idx[:, None, :]).ravel()
     Z2tZ2 = np.bincount(flat, (val[:, :, None] * val[:, None, :]).ravel(), minlength=Q2 * Q2).reshape(Q2, Q2)
-    Z2tX = np.stack([np.bincount(idx.ravel(), (val * info.X[:, [j]]).ravel(), minlength=Q2)
-                     for j in range(info.p)], axis=1)
+    Z2tX = fixed.segment_products(idx, val, Q2, info.X)
     Z2ty = np.bincount(idx.ravel(), (val * yc[:, None]).ravel(), minlength=Q2)
     layout = theta_layout(info.terms)
     blocks = [(int(offsets[k - 1]), f.n_levels, f.q, layout.factor(k)) for k, f in enumerate(others, start=1)]

@@ -12,12 +12,22 @@ _DESCRIPTIONS = {
     "hsb": "High School and Beyond: 7,185 students in 160 schools (mlmRev Hsb82, mAch renamed mathach).",
     "penicillin": "Penicillin potency: 24 plates crossed with 6 samples (lme4).",
     "pastes": "Paste strength: casks nested in batches (lme4).",
-    "insteval": "Lecture evaluations at ETH Zurich: 73,421 ratings, students crossed with lecturers (lme4).",
+    "insteval": ("Lecture evaluations at ETH Zurich: 73,421 ratings, students crossed with lecturers (lme4); "
+                 "s, d, studage, lectage, service and dept are Categoricals in R's level order."),
     "cbpp": "Contagious bovine pleuropneumonia incidence per herd and period (lme4).",
     "orthodont": "Orthodontic distance growth of 27 children (nlme).",
     "exam": ("London schools exam scores: 4,059 students in 65 schools; normexam (normalised GCSE score), "
              "standLRT (standardised London Reading Test at intake), schavg, schgend, vr, intake, sex, type "
              "(mlmRev Exam; factors stored as labels, so their reference levels sort alphabetically)."),
+}
+
+
+# R's factors, as pandas Categoricals with R's level order (None: the sorted values, as R's factor()).
+# The first category is the reference level of treatment contrasts, so fixed effects are named as in R
+# (InstEval's dept levels are stored in the order 15, 5, 10, ...: R's tables start with dept5).
+_FACTORS = {
+    "insteval": {"s": None, "d": None, "studage": None, "lectage": None, "service": None,
+                 "dept": [15, 5, 10, 12, 6, 7, 4, 8, 9, 14, 1, 3, 11, 2]},
 }
 
 
@@ -35,7 +45,11 @@ def load(name: str) -> pd.DataFrame:
     """A fresh DataFrame of the embedded dataset `name` (e.g. "sleepstudy")."""
     path = resources.files(__name__) / "data" / f"{_check(name)}.csv.gz"
     with resources.as_file(path) as p:
-        return pd.read_csv(p)
+        frame = pd.read_csv(p)
+    for column, levels in _FACTORS.get(_check(name), {}).items():
+        order = sorted(frame[column].unique()) if levels is None else levels
+        frame[column] = pd.Categorical(frame[column], categories=order)
+    return frame
 
 
 def _check(name: str) -> str:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 from .parse import FormulaError, Name, deparse
 from .terms import Terms, term_label
@@ -43,12 +44,13 @@ class MatrixSpec:
         return X
 
 
-def model_matrix(terms: Terms, frame: pd.DataFrame) -> tuple[np.ndarray, MatrixSpec]:
-    """The model matrix of `terms` on `frame` and the spec that rebuilds it on new data."""
+def model_matrix(terms: Terms, frame: pd.DataFrame, sparse: bool = False) -> tuple[np.ndarray, MatrixSpec]:
+    """The model matrix of `terms` on `frame` (a scipy CSC matrix if `sparse`) and the spec that rebuilds
+    it (dense) on new data."""
     states: dict = {}
     blocks = {a: evaluate(a, frame, states) for a in terms.atoms}
     full = _coding(terms, {a: b.factor for a, b in blocks.items()})
-    X, names, term_columns = _columns(terms, full, frame, states, blocks)
+    X, names, term_columns = _columns(terms, full, frame, states, blocks, sparse)
     return X, MatrixSpec(terms, full, names, term_columns, states)
 
 
@@ -67,29 +69,52 @@ def _coding(terms: Terms, is_factor: dict) -> tuple[tuple[bool, ...], ...]:
     return tuple(out)
 
 
-def _columns(terms: Terms, full, frame: pd.DataFrame, states: dict, blocks: dict | None = None):
+def _columns(terms: Terms, full, frame: pd.DataFrame, states: dict, blocks: dict | None = None,
+             sparse: bool = False):
     """Columns, their names, and each term's column indices."""
     if blocks is None:
         blocks = {a: evaluate(a, frame, states) for a in terms.atoms}
+    ones = np.ones((len(frame), 1))
     cols, names, term_columns = [], [], {}
     if terms.intercept:
-        cols.append(np.ones((len(frame), 1)))
+        cols.append(sp.csc_matrix(ones) if sparse else ones)
         names.append("(Intercept)")
         term_columns["1"] = [0]
     for term, coding in zip(terms.terms, full):
-        parts = [blocks[a].columns(f) for a, f in zip(term, coding)]
+        parts = [blocks[a].columns(f, sparse) for a, f in zip(term, coding)]
         start = len(names)
         # first atom varies fastest: iterate the last atom outermost
         for combo in itertools.product(*[range(p[0].shape[1]) for p in reversed(parts)]):
             idx = combo[::-1]
-            value = np.ones(len(frame))
-            for (X, _), j in zip(parts, idx):
-                value = value * X[:, j]
-            cols.append(value[:, None])
             names.append(":".join(p[1][j] for p, j in zip(parts, idx)))
+            if not sparse:
+                value = np.ones(len(frame))
+                for (X, _), j in zip(parts, idx):
+                    value = value * X[:, j]
+                cols.append(value[:, None])
+        if sparse:
+            value = sp.csr_matrix(ones)
+            for X, _ in parts:
+                value = _row_kronecker(value, X.tocsr())
+            cols.append(value.tocsc())
         term_columns[term_label(term)] = list(range(start, len(names)))
-    X = np.hstack(cols) if cols else np.zeros((len(frame), 0))
+    if sparse:
+        X = sp.hstack(cols, format="csc") if cols else sp.csc_matrix((len(frame), 0))
+    else:
+        X = np.hstack(cols) if cols else np.zeros((len(frame), 0))
     return X, tuple(names), term_columns
+
+
+def _row_kronecker(A, B):
+    """Row-wise Kronecker product of CSR matrices (n × a, n × b → n × ab), A's column varying fastest:
+    the interaction columns of two sparse blocks, from the pairs of nonzeros that share a row."""
+    rows_b = np.repeat(np.arange(B.shape[0]), np.diff(B.indptr))
+    counts = A.indptr[rows_b + 1] - A.indptr[rows_b]
+    owner = np.repeat(np.arange(rows_b.size), counts)
+    within = np.arange(owner.size) - np.repeat(np.cumsum(counts) - counts, counts)
+    a = A.indptr[rows_b][owner] + within
+    cols = A.indices[a] + A.shape[1] * B.indices[owner]
+    return sp.csr_matrix((A.data[a] * B.data[owner], (rows_b[owner], cols)), shape=(A.shape[0], A.shape[1] * B.shape[1]))
 
 
 def check_columns(names: list[str], data: pd.DataFrame) -> None:

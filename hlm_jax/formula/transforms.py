@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 from .parse import NUMERIC, TRANSFORMS, BinOp, Call, FormulaError, Literal, Name, Neg, Num, Paren, deparse
 
@@ -27,13 +28,19 @@ class Block:
     suffixes: tuple[str, ...]
     factor: bool
 
-    def columns(self, full: bool) -> tuple[np.ndarray, tuple[str, ...]]:
-        """Columns and names: numeric as is; a factor by treatment contrasts, or all indicators if `full`."""
+    def columns(self, full: bool, sparse: bool = False) -> tuple[np.ndarray, tuple[str, ...]]:
+        """Columns and names: numeric as is; a factor by treatment contrasts, or all indicators if `full`
+        (`sparse`: a scipy CSC matrix, so a factor with thousands of levels costs one entry per row)."""
         if not self.factor:
-            return self.values, tuple(self.label + s for s in self.suffixes)
-        keep = range(0 if full else 1, len(self.suffixes))
-        X = (self.values[:, None] == np.array(list(keep))[None, :]).astype(float)
-        return X, tuple(self.label + self.suffixes[k] for k in keep)
+            return (sp.csc_matrix(self.values) if sparse else self.values), tuple(self.label + s for s in self.suffixes)
+        first = 0 if full else 1
+        names = tuple(self.label + self.suffixes[k] for k in range(first, len(self.suffixes)))
+        if sparse:
+            rows = np.flatnonzero(self.values >= first)
+            return sp.csc_matrix((np.ones(rows.size), (rows, self.values[rows] - first)),
+                                 shape=(len(self.values), len(names))), names
+        X = (self.values[:, None] == np.arange(first, len(self.suffixes))[None, :]).astype(float)
+        return X, names
 
 
 def variables(node) -> list[str]:

@@ -1,0 +1,118 @@
+"""Wide fixed effects: aliased columns dropped as R drops them, and sufficient statistics from a sparse X.
+
+The formula package builds X in R's column order and names (`formula.model_matrix(sparse=True)`:
+indicator columns of factors with thousands of levels have one nonzero per row, so X is kept sparse).
+
+Aliased columns are dropped as R's `qr(X, tol = 1e-7)` (LINPACK dqrdc2, the rank check lme4 and
+lm use) drops them: scanning left to right, a column is aliased when the norm of its residual on
+the kept columns before it is below 1e-7 times its own norm. dqrdc2 pivots only such columns to
+the end, so the kept columns are the first linearly independent ones in formula order. The
+residual norms come from a Cholesky factorisation of XᵀX in column order (blocked, one column
+at a time only inside a block), so X is never densified. A squared norm from XᵀX carries a
+rounding error of about p·ε relative (InstEval's exactly aliased lecturer columns come out at
+3e-14, above R's 1e-14 = tol²), so the test is d_j ≤ max(tol², 2pε)·‖x_j‖²: R's rule exactly for
+p ≤ 22, and for wider X it also drops columns whose relative residual norm is below √(2pε)
+(6.6e-7 at p = 1,000), a band where only near-collinear numeric columns can fall.
+
+Sufficient statistics (`segment_products`) are sums of products over rows, scattered by level:
+ZᵀX per group, Z₂ᵀX, XᵀX, from a dense or a sparse X alike.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.linalg as sla
+import scipy.sparse as sp
+
+ALIAS_TOL = 1e-7  # R's qr() default, used by lm and lme4's rank check
+SHOWN_DROPPED = 6  # names listed in the aliasing warning
+
+
+def gram(X) -> np.ndarray:
+    """XᵀX as a dense array, for a dense or a sparse X."""
+    G = X.T @ X
+    return np.asarray(G.toarray() if sp.issparse(G) else G, dtype=float)
+
+
+def independent_columns(XtX: np.ndarray, tol: float = ALIAS_TOL, block: int = 64) -> np.ndarray:
+    """Mask of the columns R's qr(X, tol) keeps: left to right, column j is aliased when its residual
+    on the kept columns before it has norm below tol·‖x_j‖. XtX is XᵀX; its Cholesky factor R of the
+    kept columns gives the squared residual norm as XtX_jj − |R⁻ᵀ XtX_{kept, j}|²."""
+    p = XtX.shape[0]
+    keep = np.zeros(p, dtype=bool)
+    R = np.zeros((0, 0))
+    for start in range(0, p, block):
+        cols = np.arange(start, min(start + block, p))
+        kept = np.flatnonzero(keep)
+        C = sla.solve_triangular(R, XtX[np.ix_(kept, cols)], trans="T") if kept.size else np.zeros((0, cols.size))
+        S = XtX[np.ix_(cols, cols)] - C.T @ C
+        local = _sequential_cholesky(S, np.diag(XtX)[cols], max(tol * tol, 2 * p * np.finfo(float).eps))
+        keep[cols] = local.mask
+        if local.mask.any():
+            mine = np.flatnonzero(local.mask)
+            R = np.block([[R, C[:, mine]], [np.zeros((mine.size, R.shape[1])), local.R]])
+    return keep
+
+
+@dataclass(frozen=True)
+class _Local:
+    mask: np.ndarray
+    R: np.ndarray
+
+
+def _sequential_cholesky(S: np.ndarray, norms2: np.ndarray, tol2: float) -> _Local:
+    """Within one block: keep column i when its Schur-complement diagonal exceeds tol2·‖x_i‖²; the
+    upper Cholesky factor of the kept columns' S."""
+    m = S.shape[0]
+    mask = np.zeros(m, dtype=bool)
+    R = np.zeros((m, m))
+    for i in range(m):
+        kept = np.flatnonzero(mask)
+        c = sla.solve_triangular(R[np.ix_(kept, kept)], S[kept, i], trans="T") if kept.size else np.zeros(0)
+        d = S[i, i] - c @ c
+        if norms2[i] > 0 and d > tol2 * norms2[i]:
+            mask[i] = True
+            R[kept, i] = c
+            R[i, i] = np.sqrt(d)
+    kept = np.flatnonzero(mask)
+    return _Local(mask, R[np.ix_(kept, kept)])
+
+
+def segment_products(index: np.ndarray, weight: np.ndarray, n_out: int, X) -> np.ndarray:
+    """M X as a dense (n_out, p) array, where M (n_out × n) has M[index[r, k], r] = weight[r, k]:
+    per-level sums Σ_{rows at level} z_r x_rᵀ (ZᵀX by group) for a dense or a sparse X."""
+    n, k = index.shape
+    M = sp.csr_matrix((np.asarray(weight, float).ravel(), (index.ravel(), np.repeat(np.arange(n), k))),
+                      shape=(n_out, n))
+    out = M @ X
+    return np.asarray(out.toarray() if sp.issparse(out) else out, dtype=float)
+
+
+def least_squares(X, y: np.ndarray, XtX: np.ndarray | None = None) -> np.ndarray:
+    """β of y on a full-column-rank X (dense or sparse) from the normal equations' Cholesky factor."""
+    XtX = gram(X) if XtX is None else XtX
+    if XtX.shape[0] == 0:
+        return np.zeros(0)
+    return sla.cho_solve(sla.cho_factor(XtX), np.asarray(X.T @ y, dtype=float).ravel())
+
+
+def dropped_message(dropped) -> str:
+    """The aliasing warning: the count and the first few names."""
+    shown = ", ".join(dropped[:SHOWN_DROPPED]) + (", ..." if len(dropped) > SHOWN_DROPPED else "")
+    return (f"fixed-effect model matrix is rank deficient: dropping {len(dropped)} column(s): {shown} "
+            "(the first linearly independent columns in formula order are kept, as R's qr; "
+            "the dropped ones are listed in .dropped_fixed)")
+
+
+def group_sums(X, Z: np.ndarray, codes: np.ndarray, y: np.ndarray, n_slots: int):
+    """One grouping factor's sufficient statistics from row-level X (dense or sparse), Z (n × q), level
+    codes and y: ZᵀZ, ZᵀX, Zᵀy per level (n_slots levels, the unused ones zero), XᵀX, Xᵀy, yᵀy, n.
+    The same sums as the padded per-group tensors give, without padding X."""
+    n, q = Z.shape
+    index = codes[:, None] * q + np.arange(q)[None, :]
+    ZtX = segment_products(index, Z, n_slots * q, X).reshape(n_slots, q, -1)
+    ZtZ = segment_products(index, Z, n_slots * q, Z).reshape(n_slots, q, q)
+    Zty = segment_products(index, Z, n_slots * q, y[:, None]).reshape(n_slots, q)
+    Xty = np.asarray(X.T @ y, dtype=float).ravel()
+    return ZtZ, ZtX, Zty, gram(X), Xty, float(y @ y), float(n)

@@ -1,0 +1,91 @@
+"""R's fixed-effects layout: column order and names, aliased columns dropped as R's qr, Categorical
+level order, and the sparse statistics path equal to the padded dense one."""
+from __future__ import annotations
+
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+
+import hlm_jax as hj
+from hlm_jax import fixed
+from hlm_jax.design import build_design, uses_sparse_path
+from hlm_jax.fit import crossed_stats, design_stats
+from hlm_jax.likelihood import crossed, lmm
+from hlm_jax.model.layout import theta_layout
+
+R_DEPT_ORDER = [15, 5, 10, 12, 6, 7, 4, 8, 9, 14, 1, 3, 11, 2]
+
+
+def test_insteval_loads_with_r_factor_levels():
+    d = hj.datasets.load("insteval")
+    assert list(d["dept"].cat.categories) == R_DEPT_ORDER
+    assert list(d["d"].cat.categories[:5]) == [1, 6, 7, 8, 12]  # R: levels "1","6","7","8","12",...
+    assert d["y"].dtype.kind == "i"
+
+
+def test_aliased_columns_are_the_later_ones_in_formula_order():
+    rng = np.random.default_rng(1)
+    x1, x2 = rng.normal(size=50), rng.normal(size=50)
+    X = np.column_stack([np.ones(50), x1, x1 + 2 * x2, x2, x1 * (1 + 1e-9), rng.normal(size=50)])
+    keep = fixed.independent_columns(X.T @ X)
+    # R: qr(X)$pivot keeps 1, 2, 3, 6 and moves the aliased 4 (= (3 - 2)/2) and 5 (≈ 2) to the end
+    assert list(keep) == [True, True, True, False, False, True]
+    assert list(fixed.independent_columns(fixed.gram(sp.csc_matrix(X)))) == list(keep)
+
+
+def test_tolerance_is_r_qr_default_on_the_residual_norm():
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=200)
+    e = rng.normal(size=200)
+    e -= x * (x @ e) / (x @ x)  # residual direction orthogonal to x
+    for rel, kept in [(1e-5, True), (1e-6, True), (1e-9, False)]:
+        z = x + rel * np.linalg.norm(x) * e / np.linalg.norm(e)
+        X = np.column_stack([x, z])
+        assert fixed.independent_columns(X.T @ X)[1] == kept
+
+
+def test_lmer_drops_aliased_columns_named_as_lme4():
+    d = hj.datasets.load("insteval").iloc[:1200]
+    d = d.assign(**{c: d[c].cat.remove_unused_categories() for c in ["s", "d", "dept", "service"]})
+    with pytest.warns(UserWarning, match=r"rank deficient: dropping \d+ column\(s\)"):
+        design = build_design("y ~ service + dept + d + d:service + (1 | s)", d)
+    info = design.info
+    assert info.fixed_names[:3] == ("(Intercept)", "service1", "dept5")
+    assert all(n.startswith("service1:d") for n in info.fixed_names if ":" in n)
+    assert info.fixed_terms == ("(Intercept)", "service", "dept", "d", "service:d")
+    assert info.sparse and uses_sparse_path(info.nobs, info.p)
+    X = info.X.toarray()
+    assert np.linalg.matrix_rank(X) == info.p  # what is kept has full rank ...
+    reordered = build_design("y ~ 0 + service:d + d + service + dept + (1 | s)", d)  # same span, other order
+    assert reordered.info.p == info.p
+
+
+def _small_wide_data(seed=0, n=600):
+    rng = np.random.default_rng(seed)
+    g = rng.integers(0, 25, n)
+    h = rng.integers(0, 4, n)
+    d = rng.integers(0, 40, n)
+    return pd.DataFrame({"g": pd.Categorical(g), "h": pd.Categorical(h), "d": pd.Categorical(d),
+                         "x": rng.normal(size=n), "y": rng.normal(size=n) + 0.3 * g + 0.1 * d})
+
+
+@pytest.mark.parametrize("formula", ["y ~ x + d + (1 + x | g)", "y ~ x + d + (1 | g) + (1 | h)"])
+def test_sparse_statistics_equal_the_padded_ones(formula):
+    data = _small_wide_data()
+    dense, wide = build_design(formula, data, sparse=False), build_design(formula, data, sparse=True)
+    assert not dense.info.sparse and wide.info.sparse
+    stats = design_stats if len(dense.info.factors) == 1 else crossed_stats
+    with jax.enable_x64(True):
+        (a, _), (b, _) = stats(dense), stats(wide)
+    for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=0, atol=1e-10)
+    theta = jnp.asarray(theta_layout(dense.info.terms).start() * 0.7 + 0.1)
+    objective = lmm.objective if len(dense.info.factors) == 1 else crossed.objective
+    with jax.enable_x64(True):
+        va, vb = (objective(theta, s, jnp.asarray(1.0)) for s in (a, b))
+    assert abs(float(va) - float(vb)) < 1e-10 * abs(float(va))
