@@ -20,11 +20,13 @@ from .model import family as families
 from .design import DesignError, NotYetSupportedError
 from .formula import FormulaError
 from .model.residual import AR1, CAR1, CompSymm, VarExp, VarIdent, VarPower
+from .model.user import GroupModel
 from .results import ConvergenceWarning, LmerModel, SingularFitWarning, lmer
 
 # Later rooms (inference, the multilevel form, batches) load on first use: they pull in
 # scipy.stats and more, which a first `lmer` fit does not need.
 _LAZY = {
+    "fit_group": "user_fit", "GroupModelFit": "user_fit",
     "anova": "inference", "AnovaResult": "inference", "DifferentDataError": "inference",
     "hlm": "multilevel", "HlmModel": "multilevel", "group_mean": "multilevel", "center_within": "multilevel",
     "hausman_test": "multilevel", "compare_methods": "multilevel",
@@ -57,6 +59,7 @@ def _enable_compilation_cache() -> None:
 _enable_compilation_cache()
 
 __all__ = ["lmer", "glmer", "GlmerModel", "families", "LmerModel", "datasets", "AR1", "CAR1", "CompSymm", "VarIdent", "VarPower", "VarExp",
+           "GroupModel", "fit_group", "GroupModelFit",
            "FormulaError", "DesignError", "NotYetSupportedError",
            "ConvergenceWarning", "SingularFitWarning",
            "anova", "AnovaResult", "DifferentDataError", "hlm", "HlmModel", "group_mean", "center_within",
