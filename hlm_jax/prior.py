@@ -25,7 +25,11 @@ def split_offsets(formula: str, response: str | None = None):
     if not isinstance(formula, str) or formula.count("~") != 1:
         parse_formula(formula)  # raises the parser's error
     lhs, rhs = formula.split("~")
-    parsed = parse_formula(f"{response or 'y'} ~ {rhs}")
+    try:
+        parsed = parse_formula(f"{response or 'y'} ~ {rhs}")
+    except FormulaError:
+        parse_formula(formula)  # the error as the user wrote the formula, when it is in the user's text
+        raise
     parser = Parser(lhs.strip())
     node = parser.sum()
     parser.expect_end("the end of the response")
