@@ -28,6 +28,7 @@ from .results import ConvergenceWarning, LmerModel, SingularFitWarning, lmer
 _LAZY = {
     "fit_group": "user_fit", "GroupModelFit": "user_fit",
     "anova": "inference", "AnovaResult": "inference", "DifferentDataError": "inference",
+    "lm": "ols", "LmModel": "ols",
     "hlm": "multilevel", "HlmModel": "multilevel", "group_mean": "multilevel", "center_within": "multilevel",
     "hausman_test": "multilevel", "compare_methods": "multilevel",
     "lmlist": "batch", "bootstrap": "batch", "pb_test": "batch", "fit_many": "batch",
@@ -58,7 +59,7 @@ def _enable_compilation_cache() -> None:
 
 _enable_compilation_cache()
 
-__all__ = ["lmer", "glmer", "GlmerModel", "families", "LmerModel", "datasets", "AR1", "CAR1", "CompSymm", "VarIdent", "VarPower", "VarExp",
+__all__ = ["lm", "LmModel", "lmer", "glmer", "GlmerModel", "families", "LmerModel", "datasets", "AR1", "CAR1", "CompSymm", "VarIdent", "VarPower", "VarExp",
            "GroupModel", "fit_group", "GroupModelFit",
            "FormulaError", "DesignError", "NotYetSupportedError",
            "ConvergenceWarning", "SingularFitWarning",

@@ -62,8 +62,9 @@ class ParsedFormula:
         return list(dict.fromkeys(names))
 
 
-def parse_formula(formula: str) -> ParsedFormula:
-    """Split an lme4 formula into its response, fixed part and random terms (nothing is evaluated)."""
+def parse_formula(formula: str, require_random: bool = True) -> ParsedFormula:
+    """Split an lme4 formula into its response, fixed part and random terms (nothing is evaluated);
+    `require_random=False` accepts a formula without random terms (hj.lm)."""
     parser, lhs, rhs = _sides(formula)
     fixed_pieces, random_terms = [], []
     pieces = [("+", rhs)] if _is_bar(rhs) else _signed_pieces(rhs, "+")
@@ -77,10 +78,10 @@ def parse_formula(formula: str) -> ParsedFormula:
         terms = expand(bar.left, "random-effects term")
         for group in _groups(bar.right, formula):
             random_terms.append(RandomTerm(deparse(bar.left), group, bar.op == "|", terms))
-    if not random_terms:
+    if not random_terms and require_random:
         raise FormulaError(
             "the formula has no random-effects term such as (1 | group); "
-            "for a model without random effects use ordinary least squares (e.g. statsmodels.formula.api.ols)"
+            "for a model without random effects use hj.lm (ordinary least squares)"
         )
     fixed_node = _join(fixed_pieces)
     fixed_terms = expand(fixed_node, "fixed part")

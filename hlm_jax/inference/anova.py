@@ -13,9 +13,11 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
+from ..ols import LmModel
 from ..precision import float64
 from ..report import html_block, html_frame, table_text
 from ..results import fit_design
+from .ftable import FTable, lm_table, sequential_table
 
 
 class DifferentDataError(ValueError):
@@ -81,8 +83,9 @@ def _same_data(models, names) -> None:
 
 
 @float64
-def anova(*models, names: list[str] | None = None, refit: bool = True) -> AnovaResult:
-    """Likelihood-ratio tests of nested fits: hj.anova(m0, m1, ...).
+def anova(*models, names: list[str] | None = None, refit: bool = True) -> AnovaResult | FTable:
+    """Likelihood-ratio tests of nested fits: hj.anova(m0, m1, ...); one fit gives lme4's sequential
+    F table (hj.anova(m)); least-squares fits give R's F test (hj.anova(ols1, ols2)).
 
     REML fits are refitted by ML first (refit=False compares the REML criteria as they are,
     which is valid only when the fixed effects are the same). Raises DifferentDataError when the
@@ -90,9 +93,12 @@ def anova(*models, names: list[str] | None = None, refit: bool = True) -> AnovaR
     """
     if len(models) == 1 and isinstance(models[0], (list, tuple)):
         models = tuple(models[0])
-    if len(models) < 2:
-        raise ValueError("anova() compares two or more models; got "
-                         f"{len(models)} (for one model's fixed effects use m.tidy(ddf='satterthwaite'))")
+    if models and all(isinstance(m, LmModel) for m in models):
+        if len(models) < 2:
+            raise ValueError("anova() of least-squares fits compares two or more nested models")
+        return lm_table(*models)
+    if len(models) == 1:
+        return sequential_table(models[0])
     names = list(names) if names is not None else [f"m{i}" for i in range(len(models))]
     if len(names) != len(models):
         raise ValueError(f"{len(names)} names for {len(models)} models")
