@@ -80,10 +80,14 @@ def test_anova_refuses_models_fitted_to_different_data():
         hj.anova(m0, m2)
 
 
-def test_anova_needs_two_models():
+def test_anova_of_one_model_is_the_sequential_f_table():
+    # lme4's anova(m): for a last (here only) one-column term, F = t² of its Wald test
     m = fit("Reaction ~ Days + (1 | Subject)", "sleepstudy", REML=False)
-    with pytest.raises(ValueError, match="two or more models"):
-        hj.anova(m)
+    table = hj.anova(m).table
+    assert list(table.index) == ["Days"] and table.loc["Days", "npar"] == 1
+    assert table.loc["Days", "F value"] == pytest.approx((m.fixef["Days"] / m.std_errors["Days"]) ** 2, rel=1e-8)
+    with pytest.raises(ValueError, match="two or more"):
+        hj.anova()
 
 
 # ---- Satterthwaite and Kenward-Roger -------------------------------------------------------------

@@ -99,6 +99,8 @@ def anova(*models, names: list[str] | None = None, refit: bool = True) -> AnovaR
         return lm_table(*models)
     if len(models) == 1:
         return sequential_table(models[0])
+    if len(models) < 2:
+        raise ValueError("anova() takes one model (its F table) or two or more models to compare; got none")
     names = list(names) if names is not None else [f"m{i}" for i in range(len(models))]
     if len(names) != len(models):
         raise ValueError(f"{len(names)} names for {len(models)} models")
