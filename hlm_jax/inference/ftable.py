@@ -24,13 +24,6 @@ class FTable:
     table: pd.DataFrame
     heading: list[str]
 
-    def __getitem__(self, key):
-        return self.table[key]
-
-    @property
-    def loc(self):
-        return self.table.loc
-
     def __str__(self) -> str:
         rows = [[""] + list(self.table.columns)]
         for name, r in self.table.iterrows():
