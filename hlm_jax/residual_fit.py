@@ -21,13 +21,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from .design import Design, DesignError, GroupBucket, NotYetSupportedError, bucket_length
 from .fit import SINGLE_FIT_OPTIONS, ModelFit, ols_coefficients
 from .likelihood import lmm
 from .model.layout import FactorStructure, theta_layout
 from .model.residual import Residual, ResidualSpecError, bind
-from .optimize import NewtonState, gradient_and_hessian, minimize, minimize_queue, batch_converged
+from .optimize import batch_converged, minimize
+from .precision import float64
 
 
 @jax.tree_util.register_dataclass
@@ -152,3 +154,89 @@ def residual_rows(data: pd.DataFrame, correlation, variance) -> pd.DataFrame:
         warnings.warn(f"{int((~keep).sum())} row(s) with missing values in {', '.join(columns)} were dropped",
                       stacklevel=4)
     return data.loc[keep]
+
+
+# ---- batches: simulated responses and many refits ---------------------------------------------------
+
+@partial(jax.jit, static_argnames=("nsim",))
+def _simulate_buckets(key, data: ResidualData, beta, lam, sigma, eta, nsim: int):
+    """Per bucket (nsim, groups, rows): Xβ + Zb + σK⁻¹z with b = σΛu; u, z standard normal."""
+    out = []
+    for k, (b, aux) in enumerate(zip(data.buckets, data.aux)):
+        k_u, k_e = jax.random.split(jax.random.fold_in(key, k))
+        G, n_b = b.mask.shape
+        u = jax.random.normal(k_u, (nsim, G, lam.shape[0]), dtype=beta.dtype)
+        random = sigma * jnp.einsum("gnq,sgq->sgn", b.Z, u @ lam.T)
+        z = jax.random.normal(k_e, (nsim, G, n_b), dtype=beta.dtype)
+        noise = jax.vmap(lambda e: data.residual.unwhiten(eta, aux, e[..., None], b.mask)[..., 0])(z)
+        out.append(((b.X @ beta)[None] + random + sigma * noise) * b.mask)
+    return tuple(out)
+
+
+@float64
+def simulate(model, nsim: int, seed: int) -> np.ndarray:
+    """nsim responses (nsim × n, rows as the model's data) from a fit with a residual structure."""
+    data = model.residual.data
+    parts = _simulate_buckets(jax.random.PRNGKey(seed), data, jnp.asarray(model.fixef.to_numpy()),
+                              jnp.asarray(model.lambda_matrix), model.sigma, jnp.asarray(model.residual.eta), nsim)
+    y = np.zeros((nsim, model.nobs))
+    for b, part in zip(data.buckets, parts):
+        mask = np.asarray(b.mask) > 0
+        y[:, np.asarray(b.rows)[mask]] = np.asarray(part)[:, mask]
+    return y
+
+
+@partial(jax.jit, static_argnames=("max_iter",))
+def _fit_batch(data: ResidualData, ys, beta0s, x0, lower, reml, max_iter: int):
+    """Fit every problem of the batch (leading axis of ys and beta0s) from x0."""
+    def one(y, beta0):
+        d = data.with_response(y, beta0)
+        state = minimize(objective, x0, lower, (d, reml), max_iter=max_iter)
+        est = estimates(state.x, d, reml)
+        return dict(x=state.x, objective=est.objective, beta=beta0 + est.beta, sigma=est.sigma,
+                    se=jnp.sqrt(jnp.diagonal(est.vcov_beta)), converged=batch_converged(state),
+                    iterations=state.iterations)
+    return jax.vmap(one)(ys, beta0s)
+
+
+@float64
+def fit_responses(model, Y: np.ndarray, max_iter: int = 200, chunk: int | None = None) -> dict:
+    """Refit a model with a residual structure to each row of Y (m × n), in batches over the devices."""
+    data = model.residual.data
+    X = model.info.X
+    beta0s = np.linalg.lstsq(X, Y.T, rcond=None)[0].T
+    cells = sum(int(np.asarray(b.mask).size) for b in data.buckets)
+    n_dev = len(jax.devices())
+    size = chunk or max(1, min(len(Y), 4_000_000 // cells))
+    size = -(-size // n_dev) * n_dev
+    sharding = NamedSharding(Mesh(np.array(jax.devices()), ("batch",)), PartitionSpec("batch"))
+    layout = theta_layout(model.info.terms)
+    x0 = jnp.asarray(np.concatenate([model.theta, model.residual.eta]))
+    lower = jnp.asarray(_bounds(data, layout.lower))
+    pieces = []
+    for first in range(0, len(Y), size):
+        idx = np.minimum(np.arange(first, first + size), len(Y) - 1)
+        ys = tuple(jax.device_put(Y[idx][:, np.asarray(b.rows)] * np.asarray(b.mask), sharding) for b in data.buckets)
+        out = _fit_batch(data, ys, jax.device_put(beta0s[idx], sharding), x0, lower, jnp.asarray(float(model.reml)),
+                         max_iter=max_iter)
+        pieces.append({k: np.asarray(v)[:min(size, len(Y) - first)] for k, v in out.items()})
+    return {k: np.concatenate([p[k] for p in pieces]) for k in pieces[0]}
+
+
+def replicate_table(model, out: dict) -> pd.DataFrame:
+    """One row per refit: fixed effects, se_<name>, σ, the sds and correlations, the residual structure's
+    parameters (users' scale), objective, converged, iterations."""
+    k = len(model.theta)
+    theta, eta = out["x"][:, :k], out["x"][:, k:]
+    columns = {name: out["beta"][:, j] for j, name in enumerate(model.fixef.index)}
+    columns.update({f"se_{name}": out["se"][:, j] for j, name in enumerate(model.fixef.index)})
+    columns["sigma"] = out["sigma"]
+    layout = theta_layout(model.info.terms)
+    vc = layout.sd_cor(theta, out["sigma"])
+    columns.update({name: vc[:, j] for j, name in enumerate(layout.varcorr_names())})
+    residual = model.residual.residual
+    with jax.enable_x64(True):
+        natural = np.asarray(jax.vmap(residual.natural)(jnp.asarray(eta)))
+    columns.update({name: natural[:, j] for j, name in enumerate(residual.names)})
+    columns.update(objective=out["objective"], converged=out["converged"], iterations=out["iterations"])
+    return pd.DataFrame(columns)

@@ -12,6 +12,7 @@ import pandas as pd
 from .design import Design, DesignError, NotYetSupportedError, build_design, factor_labels, term_group_names
 from .fit import ModelFit, fit_model
 from .residual_fit import ResidualFit, fit_residual_model, residual_rows, structure_columns
+from .residual_fit import simulate as residual_simulate
 from .likelihood.lmm import simulate_responses
 from .model.layout import ThetaLayout, theta_layout
 from .model.residual import VARIANCE_FUNCTIONS
@@ -327,6 +328,9 @@ class LmerModel:
         """lme4's simulate(): nsim responses drawn from the fitted model (b ~ N(0, σ²ΛΛᵀ), ε ~ N(0, σ²))."""
         info = self.info
         factors = info.factors
+        if self.residual is not None:
+            ys = residual_simulate(self, nsim, seed)
+            return pd.DataFrame(ys.T, index=info.row_index, columns=[f"sim_{i + 1}" for i in range(nsim)])
         ys = simulate_responses(jax.random.PRNGKey(seed), jnp.asarray(info.X @ self.fixef.to_numpy()),
                                 tuple(jnp.asarray(f.Z) for f in factors), tuple(jnp.asarray(f.codes) for f in factors),
                                 tuple(jnp.asarray(lam) for lam in self.lambda_blocks), self.sigma,

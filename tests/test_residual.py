@@ -112,3 +112,39 @@ def test_bad_structures_are_named():
         hj.lmer(ORTHODONT, d, weights=hj.VarPower("Sex"))
     with pytest.raises(DesignError, match="single level"):
         hj.lmer(ORTHODONT, d.assign(s="a"), weights=hj.VarIdent("s"))
+
+
+# ---- bootstrap and fit_many with AR(1) residuals ---------------------------------------------------
+
+def test_ar1_bootstrap_matches_nlme_refits_of_the_same_responses():
+    """bootstrap(n=5, seed=1) of the Orthodont AR(1) fit: its responses are those in the CSV that nlme
+    refitted (make_residual_bootstrap_reference.*), and its replicates are nlme's fits to 1e-5."""
+    m = hj.lmer(ORTHODONT, orthodont(), correlation=hj.AR1())
+    boot = m.bootstrap(n=5, seed=1)
+    assert boot.converged.all()
+    exported = pd.read_csv(REFERENCE / "orthodont_ar1_boot_responses.csv")
+    np.testing.assert_allclose(boot.responses(range(5)).to_numpy(), exported.to_numpy(), rtol=1e-12)
+    ref = load_reference("orthodont_ar1_boot_refits")["fits"]
+    for i, fit in enumerate(ref.values()):
+        row = boot.replicates.iloc[i]
+        np.testing.assert_allclose(row[list(fit["fixef"])].to_numpy(float), list(fit["fixef"].values()), atol=1e-5)
+        assert row["sigma"] == pytest.approx(fit["sigma"], abs=1e-5)
+        assert row["sd_(Intercept)|Subject"] == pytest.approx(fit["re_sd"], abs=1e-5)
+        assert row["Phi"] == pytest.approx(fit["Phi"], abs=1e-5)
+    # fit_many on the same responses is the same batched refit, with the criterion reported
+    table = hj.fit_many(ORTHODONT, orthodont(), responses=exported.to_numpy(), correlation=hj.AR1())
+    np.testing.assert_allclose(table["Phi"], [f["Phi"] for f in ref.values()], atol=1e-5)
+    np.testing.assert_allclose(-0.5 * table["objective"], [f["logLik"] for f in ref.values()], rtol=1e-6)
+
+
+@pytest.mark.slow
+def test_ar1_simulation_has_the_fitted_lag_one_correlation():
+    """Within-subject residuals of simulate() (random intercepts removed by differencing) have the
+    covariance of an AR(1) with the fit's Phi: var(e_2 − e_1) = 2σ²(1 − Phi), averaged over draws."""
+    s = hj.datasets.load("sleepstudy")
+    m = hj.lmer("Reaction ~ Days + (1|Subject)", s, correlation=hj.AR1())
+    ys = m.simulate(nsim=2000, seed=4).to_numpy() - m.predict(re=False).to_numpy()[:, None]
+    days = s["Days"].to_numpy()
+    diff = ys[days == 1] - ys[days == 0]
+    phi = m.residual_params["Phi"]
+    assert np.var(diff) == pytest.approx(2 * m.sigma ** 2 * (1 - phi), rel=0.03)

@@ -9,6 +9,7 @@ import pandas as pd
 
 from ..precision import float64
 from .program import run_simulated
+from .residual import residual_bootstrap
 from .results import BatchWarning, BootstrapResult
 from .simulate import make_simulator
 from .targets import make_target, single_factor
@@ -31,6 +32,8 @@ def bootstrap(model, n: int = 1000, seed: int = 0, chunk: int | None = None, pro
     of several chunks that take over a second).
     """
     n = check_n(n)
+    if getattr(model, "residual", None) is not None:
+        return residual_bootstrap(model, n, seed, chunk, max_iter)
     single_factor(model, "bootstrap")
     info = model.info
     X, Z, codes, G = model_arrays(model)

@@ -12,6 +12,7 @@ from ..formula import parse_formula, response_values
 from ..model.layout import theta_layout
 from ..precision import float64
 from .program import run_given
+from .residual import residual_fit_many
 from .results import BatchWarning
 from .targets import Target, group_sums, make_target, single_factor
 
@@ -70,7 +71,7 @@ def _table(info, fixed_names, fixef, se, out, extra: dict) -> pd.DataFrame:
 
 @float64
 def fit_many(formula: str, datasets, responses=None, REML: bool = True, chunk: int | None = None,
-             progress: bool | None = None, max_iter: int = 200) -> pd.DataFrame:
+             progress: bool | None = None, max_iter: int = 200, correlation=None, weights=None) -> pd.DataFrame:
     """Fit one model structure to many data sets, or to many responses, in one batched program.
 
     `fit_many(formula, [df1, df2, ...])`: each DataFrame its own design (its own groups and rows);
@@ -81,8 +82,11 @@ def fit_many(formula: str, datasets, responses=None, REML: bool = True, chunk: i
     and correlations (lme4's confint(oldNames=FALSE) names), `objective` (REML criterion or
     deviance), `converged`, `iterations`, and `nobs`/`ngroups`. Fits that cannot be made (X rank
     deficient in that data set, fewer than two groups) are NaN rows with converged False, reported
-    in a warning.
+    in a warning. `correlation` / `weights` (a variance function) add a residual structure (as lmer's;
+    with responses= only), and the rows gain its parameters.
     """
+    if correlation is not None or weights is not None:
+        return residual_fit_many(formula, datasets, responses, REML, correlation, weights, max_iter)
     if responses is not None:
         return _fit_responses(formula, datasets, responses, REML, chunk, progress, max_iter)
     if isinstance(datasets, pd.DataFrame):
