@@ -3,6 +3,7 @@
     python -m hlm_jax fit "Reaction ~ Days + (Days | Subject)" --dataset sleepstudy --format json
     python -m hlm_jax fit "y ~ x + (1 | g)" --data my.csv --ddf satterthwaite --confint profile --ranef re.csv
     python -m hlm_jax bootstrap "Reaction ~ Days + (Days | Subject)" --dataset sleepstudy --n 1000 --seed 1 --out reps.csv
+    python -m hlm_jax bootstrap "..." --dataset sleepstudy --n 10000 --coordinator host0:1234 --num-processes 2 --process-id 0
     python -m hlm_jax datasets
 
 Results go to stdout (text, JSON or CSV), timing and warnings to stderr, one line each. Any error is
@@ -22,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 import hlm_jax as hj
+from hlm_jax import distributed
 
 EXIT_ERROR = 2
 
@@ -53,6 +55,9 @@ def parser() -> argparse.ArgumentParser:
     boot.add_argument("--out", metavar="FILE", required=True, help="CSV file for the replicates ('-': stdout)")
     boot.add_argument("--level", type=float, default=0.95, help="level of the percentile intervals printed")
     boot.add_argument("--no-progress", action="store_true", help="no progress bar")
+    boot.add_argument("--coordinator", metavar="HOST:PORT", help="run across processes: process 0's address")
+    boot.add_argument("--num-processes", type=int, default=1, help="processes in the run (with --coordinator)")
+    boot.add_argument("--process-id", type=int, default=0, help="this process's index, 0 to N-1 (process 0 writes)")
     listing = sub.add_parser("datasets", help="list the embedded datasets")
     listing.add_argument("--format", choices=["text", "json"], default="text")
     return top
@@ -158,6 +163,8 @@ def run_fit(args) -> None:
 def run_bootstrap(args) -> None:
     if args.n < 1:
         raise UsageError(f"--n must be at least 1, got {args.n}")
+    if args.coordinator:
+        distributed.initialize(args.coordinator, args.num_processes, args.process_id)
     data = read_data(args)
     start = time.perf_counter()
     model = hj.lmer(args.formula, data, REML=not args.ml)
@@ -165,6 +172,8 @@ def run_bootstrap(args) -> None:
     start = time.perf_counter()
     result = model.bootstrap(n=args.n, seed=args.seed, progress=False if args.no_progress else None)
     _timing(f"{args.n} bootstrap replicates", start)
+    if not distributed.is_main():
+        return
     table = result.replicates.assign(converged=result.converged)
     table.index.name = "replicate"
     if args.out == "-":

@@ -9,6 +9,7 @@ from jax.sharding import Mesh
 from tqdm.auto import tqdm
 
 from ..design import bucket_length
+from ..distributed import agree_min, is_main
 
 
 # Slots stepping together per device (`optimize.minimize_queue`): on a CPU a few hundred problems keep
@@ -21,12 +22,13 @@ MEMORY_FRACTION = 0.25
 
 
 def mesh() -> Mesh:
+    """The batch axis over every device, of every process after `distributed.initialize`."""
     return Mesh(np.array(jax.devices()), ("batch",))
 
 
 def available_bytes() -> int:
     """Free memory of the first device (accelerators) or of the host (CPU)."""
-    dev = jax.devices()[0]
+    dev = jax.local_devices()[0]
     try:
         stats = dev.memory_stats()
     except Exception:  # CPU devices may not report
@@ -65,7 +67,7 @@ def chunk_size(n: int, bytes_per_problem: int, chunk: int | None) -> int:
     per_dev = CPU_CHUNK if on_cpu() else ACCELERATOR_CHUNK
     fits = max(int(MEMORY_FRACTION * available_bytes()) // max(bytes_per_problem * n_dev, 1), 1)
     per_dev = min(per_dev, 1 << (fits.bit_length() - 1))
-    return max(min(per_dev, bucket_length(max(-(-n // n_dev), MIN_CHUNK))), 1)
+    return agree_min(max(min(per_dev, bucket_length(max(-(-n // n_dev), MIN_CHUNK))), 1))
 
 
 def chunk_indices(first: int, per_dev: int, n: int) -> tuple[np.ndarray, int]:
@@ -79,5 +81,5 @@ def chunk_indices(first: int, per_dev: int, n: int) -> tuple[np.ndarray, int]:
 
 def progress_bar(total: int, show: bool | None, desc: str):
     """A tqdm bar over problems: shown when `show` is True; when None, only if the run lasts over 2 s."""
-    return tqdm(total=total, desc=desc, unit="fit", disable=show is False, delay=0 if show else 2.0,
+    return tqdm(total=total, desc=desc, unit="fit", disable=show is False or not is_main(), delay=0 if show else 2.0,
                 leave=False)

@@ -9,12 +9,15 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
+from ..distributed import gather
+from ..fit import SINGLE_FIT_OPTIONS
 from .devices import chunk_indices, chunk_size, mesh, progress_bar, slot_width
 from .simulate import Simulator
 from .targets import Target, fit_target
 
 
-@partial(jax.jit, static_argnames=("width",))
+# The classic CPU emitters (as single fits) compile a batched program in 2/3 of the time and run it faster.
+@partial(jax.jit, static_argnames=("width",), compiler_options=SINGLE_FIT_OPTIONS)
 def simulated_chunk(simulator: Simulator, targets: tuple, key, idx, n_total, max_iter, width: int):
     """Replicates `idx` (< n_total are real): draw, form each target's statistics, fit. The idx axis
     is sharded over the devices; each runs its own queue."""
@@ -54,7 +57,7 @@ def run_simulated(simulator, targets, n, seed, chunk, progress, max_iter, desc, 
             idx, size = chunk_indices(first, per_dev, n)
             out = simulated_chunk(simulator, targets, key, jax.device_put(idx, sharding), jnp.asarray(n, jnp.int32),
                                    jnp.asarray(max_iter, jnp.int32), width=slot_width())
-            out = jax.tree_util.tree_map(np.asarray, out)
+            out = gather(out)
             if merged is None:
                 merged = [{name: np.empty((n,) + v.shape[1:], v.dtype) for name, v in o.items()} for o in out]
             real = idx < n
@@ -69,7 +72,7 @@ def run_simulated(simulator, targets, n, seed, chunk, progress, max_iter, desc, 
                         devices=len(jax.devices()))
 
 
-@partial(jax.jit, static_argnames=("width",))
+@partial(jax.jit, static_argnames=("width",), compiler_options=SINGLE_FIT_OPTIONS)
 def given_chunk(target: Target, data, valid, max_iter, width: int):
     """Fit problems whose statistics are given (`data`: pytree, leading axis sharded over devices;
     `valid` marks real problems, a prefix on every device)."""
@@ -96,7 +99,7 @@ def run_given(target: Target, data, n: int, chunk, progress, max_iter, desc, dim
             piece = jax.tree_util.tree_map(lambda a: jax.device_put(np.asarray(a)[take], sharding), data)
             out = given_chunk(target, piece, jax.device_put(real, sharding), jnp.asarray(max_iter, jnp.int32),
                                width=slot_width())
-            out = jax.tree_util.tree_map(np.asarray, out)
+            out = gather(out)
             if merged is None:
                 merged = {name: np.empty((n,) + v.shape[1:], v.dtype) for name, v in out.items()}
             for name, v in out.items():
