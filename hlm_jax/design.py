@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import warnings
 from dataclasses import dataclass, field
 
 import jax
@@ -18,8 +17,9 @@ import pandas as pd
 import scipy.sparse as sp
 
 from . import fixed
-from .formula import (DesignError, FormulaError, ParsedFormula, RandomTerm, check_columns, factor_codes,
+from .formula import (Call, DesignError, FormulaError, ParsedFormula, RandomTerm, check_columns, factor_codes,
                       model_matrix, parse_formula, response_values)
+from .messages import warn
 
 
 class NotYetSupportedError(NotImplementedError):
@@ -183,6 +183,8 @@ def uses_sparse_path(n: int, p: int) -> bool:
 
 def model_frame(parsed: ParsedFormula, data: pd.DataFrame) -> tuple[pd.DataFrame, int, np.ndarray]:
     """The used columns without rows that have missing values, how many rows were dropped, and y."""
+    if isinstance(parsed.response_node, Call) and parsed.response_node.func == "cbind":
+        raise FormulaError(f"a {parsed.response} response is not supported by lmer yet (binomial models need glmer)")
     if parsed.fixed_terms.offsets:
         raise FormulaError(f"{', '.join(map(str, (o.func for o in parsed.fixed_terms.offsets)))}(...) in a formula "
                            "is not supported by lmer yet")
@@ -222,7 +224,7 @@ def _drop_missing(data: pd.DataFrame, used: list[str]) -> tuple[pd.DataFrame, in
     keep = frame.notna().all(axis=1).to_numpy()
     n_dropped = int((~keep).sum())
     if n_dropped:
-        warnings.warn(f"{n_dropped} row(s) with missing values in {', '.join(used)} were dropped", stacklevel=4)
+        warn(f"{n_dropped} row(s) with missing values in {', '.join(used)} were dropped")
         frame = frame.loc[keep]
     if len(frame) == 0:
         raise DesignError("no rows left after dropping rows with missing values")
@@ -269,7 +271,10 @@ def fixed_part(parsed: ParsedFormula, frame: pd.DataFrame) -> FixedPart:
     keep = fixed.independent_columns(fixed.gram(X))
     dropped = tuple(n for n, k in zip(names, keep) if not k)
     if dropped:
-        warnings.warn(fixed.dropped_message(dropped), stacklevel=4)
+        warn(fixed.dropped_message(dropped))
+    if not np.any(keep):
+        raise DesignError(f"the fixed part {parsed.fixed!r} leaves no fixed-effect column; models without fixed "
+                          "effects (y ~ 0 + (1 | g)) are not supported yet")
     terms = tuple("(Intercept)" if t == "1" else t for t in labels)
     return FixedPart(X[:, keep], tuple(n for n, k in zip(names, keep) if k), dropped, terms, assign[keep], spec)
 
@@ -342,11 +347,9 @@ def _warn_if_labels_look_nested(factors: tuple[FactorBlock, ...], frame: pd.Data
             cells = np.unique(inner.codes * outer.n_levels + outer.codes).size
             fill = cells / (inner.n_levels * outer.n_levels)
             if cells > inner.n_levels and fill >= 0.5 and len(frame) / cells >= 2:
-                warnings.warn(
-                    f"labels of {inner.name!r} repeat across levels of {outer.name!r} ({inner.n_levels} labels "
-                    f"in {cells} {inner.name}-{outer.name} combinations) and the formula treats them as crossed; "
-                    f"if each {inner.name} belongs to one {outer.name}, write (1 | {outer.name}/{inner.name})",
-                    UserWarning, stacklevel=4)
+                warn(f"labels of {inner.name!r} repeat across levels of {outer.name!r} ({inner.n_levels} labels "
+                     f"in {cells} {inner.name}-{outer.name} combinations) and the formula treats them as crossed; "
+                     f"if each {inner.name} belongs to one {outer.name}, write (1 | {outer.name}/{inner.name})")
 
 
 def bucket_length(n: int) -> int:

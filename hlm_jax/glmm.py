@@ -8,7 +8,6 @@ The parameters are x = (θ, β[, log φ]) and the objective is −2 × the Lapla
 """
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
 from functools import partial
 from typing import NamedTuple
@@ -23,6 +22,7 @@ from .design import Design, DesignError, NotYetSupportedError, build_design
 from .fit import SINGLE_FIT_OPTIONS
 from .formula import FormulaError, deparse
 from .formula.parse import Call, Name
+from .messages import warn
 from .model import agq, laplace
 from .model.family import Family, ResponseError, bad_rows
 from .model.layout import theta_layout
@@ -324,7 +324,6 @@ def separation_check(X: np.ndarray, y: np.ndarray, w: np.ndarray, names, family:
     if res.status == 0 and -res.fun > 1e-7 * max(1.0, np.abs(X).max()):
         d = res.x
         involved = [n for n, v in zip(names, d) if abs(v) > 1e-7]
-        warnings.warn(f"complete or quasi-complete separation: the fixed effects {', '.join(involved)} separate "
-                      "the outcomes, so their estimates are not finite (large estimates and standard errors "
-                      "below are meaningless); consider removing or merging those terms", SeparationWarning,
-                      stacklevel=4)
+        warn(f"complete or quasi-complete separation: the fixed effects {', '.join(involved)} separate "
+             "the outcomes, so their estimates are not finite (large estimates and standard errors "
+             "below are meaningless); consider removing or merging those terms", SeparationWarning)

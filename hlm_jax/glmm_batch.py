@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-import warnings
 from functools import partial
 
 import jax
@@ -22,6 +21,7 @@ from scipy import stats as sps
 from .batch import BatchWarning, BootstrapResult, PBTest
 from .design import DesignError
 from .glmm import Problem, laplace_deviance, make_problem
+from .messages import warn
 from .optimize import batch_converged, gradient_and_hessian, minimize_queue
 from .precision import float64
 
@@ -92,8 +92,8 @@ def bootstrap_glmm(model, n: int = 1000, seed: int = 0, max_iter: int = 100) -> 
                              out["objective"], out["iterations"], int(seed),
                              {"simulate_seconds": t1 - t0, "fit_seconds": t2 - t1})
     if result.n_failed:
-        warnings.warn(f"{result.n_failed} of {n} bootstrap refits did not converge; they are flagged in "
-                      "`converged` and left out of confint()", BatchWarning, stacklevel=3)
+        warn(f"{result.n_failed} of {n} bootstrap refits did not converge; they are flagged in "
+             "`converged` and left out of confint()", BatchWarning)
     return result
 
 
@@ -116,8 +116,7 @@ def pb_test_glmm(small, big, n: int = 1000, seed: int = 0, max_iter: int = 100) 
     p_boot = (1 + np.sum(used >= stat)) / (1 + used.size)
     n_failed = int(np.sum(~converged))
     if n_failed:
-        warnings.warn(f"{n_failed} of {n} bootstrap refits did not converge and were left out", BatchWarning,
-                      stacklevel=3)
+        warn(f"{n_failed} of {n} bootstrap refits did not converge and were left out", BatchWarning)
     return PBTest(float(stat), int(df), float(sps.chi2.sf(stat, df)), float(p_boot), ref, converged, n_failed)
 
 

@@ -21,7 +21,6 @@ effects; `compare_methods` puts the estimates of the seeds' classic methods in o
 from __future__ import annotations
 
 import re
-import warnings
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
@@ -31,6 +30,7 @@ from scipy import stats as sps
 
 from .design import DesignError, build_design
 from .formula import FormulaError, model_matrix, parse_formula, parse_terms, variables
+from .messages import warn
 from .precision import float64
 from .report import table_text
 from .results import LmerModel, fit_design
@@ -213,9 +213,9 @@ def _check_level_variables(spec: HlmSpec, data: pd.DataFrame) -> None:
             varies = data.groupby(group, observed=True)[v].nunique(dropna=True).max()
             if varies > 1:
                 where = group if isinstance(group, str) else " × ".join(group)
-                warnings.warn(f"{v!r} appears in a {what} equation but varies within {where}; a {what} variable "
-                              f"should be constant within each unit (for a level-1 variable's group mean "
-                              f"use hj.group_mean)", UserWarning, stacklevel=4)
+                warn(f"{v!r} appears in a {what} equation but varies within {where}; a {what} variable "
+                     f"should be constant within each unit (for a level-1 variable's group mean "
+                     f"use hj.group_mean)", UserWarning)
 
 
 class HlmModel(LmerModel):

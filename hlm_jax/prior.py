@@ -8,34 +8,24 @@ transformed one minus Σ log w_i.
 from __future__ import annotations
 
 import dataclasses
-import warnings
 
 import numpy as np
 import pandas as pd
 
 from .design import Design, DesignError
 from .formula import FormulaError, check_columns, parse_formula, variables
-from .formula.parse import Name, Parser
+from .formula.parse import Name
 from .formula.transforms import numeric
+from .messages import warn
 
 
 def split_offsets(formula: str, response: str | None = None):
     """(the formula without its offset(...) terms, with the response replaced by `response` if given;
     the response's syntax-tree node, e.g. `cbind(s, f)`; the offset(...) nodes)."""
-    if not isinstance(formula, str) or formula.count("~") != 1:
-        parse_formula(formula)  # raises the parser's error
-    lhs, rhs = formula.split("~")
-    try:
-        parsed = parse_formula(f"{response or 'y'} ~ {rhs}")
-    except FormulaError:
-        parse_formula(formula)  # the error as the user wrote the formula, when it is in the user's text
-        raise
-    parser = Parser(lhs.strip())
-    node = parser.sum()
-    parser.expect_end("the end of the response")
+    parsed = parse_formula(formula)
     fixed = dataclasses.replace(parsed.fixed_terms, offsets=()).text
     plain = " + ".join([fixed] + [t.text for t in parsed.random])
-    return f"{response or lhs.strip()} ~ {plain}", node, parsed.fixed_terms.offsets
+    return f"{response or parsed.response} ~ {plain}", parsed.response_node, parsed.fixed_terms.offsets
 
 
 def evaluate(node, frame: pd.DataFrame) -> np.ndarray:
@@ -105,5 +95,5 @@ def drop_missing_prior(frame: pd.DataFrame, w: np.ndarray, off: np.ndarray):
         return frame, w, off
     if not ok.any():
         raise DesignError("no rows left: every weight or offset is missing")
-    warnings.warn(f"{int((~ok).sum())} row(s) with a missing weight or offset were dropped", stacklevel=4)
+    warn(f"{int((~ok).sum())} row(s) with a missing weight or offset were dropped")
     return frame.loc[ok], w[ok], off[ok]

@@ -12,7 +12,6 @@ the profiled form has fewer parameters and reuses lme4's decomposition (and its 
 from __future__ import annotations
 
 import dataclasses
-import warnings
 from dataclasses import dataclass, field
 from functools import partial
 from typing import NamedTuple
@@ -26,6 +25,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from .design import Design, DesignError, GroupBucket, NotYetSupportedError, bucket_length
 from .fit import SINGLE_FIT_OPTIONS, ModelFit, ols_coefficients
 from .likelihood import lmm
+from .messages import warn
 from .model.layout import FactorStructure, theta_layout
 from .model.residual import Residual, ResidualSpecError, bind
 from .optimize import batch_converged, minimize
@@ -151,8 +151,7 @@ def residual_rows(data: pd.DataFrame, correlation, variance) -> pd.DataFrame:
         raise DesignError(f"column {absent[0]!r} of the residual structure is not in the data")
     keep = data[columns].notna().all(axis=1).to_numpy()
     if not keep.all():
-        warnings.warn(f"{int((~keep).sum())} row(s) with missing values in {', '.join(columns)} were dropped",
-                      stacklevel=4)
+        warn(f"{int((~keep).sum())} row(s) with missing values in {', '.join(columns)} were dropped")
     return data.loc[keep]
 
 

@@ -1,7 +1,6 @@
 """The fitted model: `lmer()` and what a user reads off a fit (lme4's names and layouts)."""
 from __future__ import annotations
 
-import warnings
 from functools import cached_property
 
 import jax
@@ -11,6 +10,7 @@ import pandas as pd
 
 from .design import Design, DesignError, NotYetSupportedError, build_design, factor_labels, term_group_names
 from .fit import ModelFit, fit_model
+from .messages import require_bool, warn
 from .residual_fit import ResidualFit, fit_residual_model, residual_rows, structure_columns
 from .residual_fit import simulate as residual_simulate
 from .likelihood.lmm import simulate_responses
@@ -41,6 +41,7 @@ def lmer(formula: str, data: pd.DataFrame, REML: bool = True, max_iter: int = 20
     variance function (VarIdent, VarPower, VarExp: nlme's weights=); offset: a column name or values
     added to the linear predictor (also `offset(...)` terms in the formula); correlation: AR1, CAR1 or
     CompSymm, nlme's residual correlation within the groups of the grouping factor."""
+    require_bool(REML, "REML")
     if correlation is not None or isinstance(weights, VARIANCE_FUNCTIONS):
         if offset is not None or (weights is not None and not isinstance(weights, VARIANCE_FUNCTIONS)):
             raise NotYetSupportedError("prior weights or an offset together with a residual structure are not "
@@ -74,6 +75,7 @@ def _lmer_residual(formula, data, REML, max_iter, correlation, variance) -> "Lme
 def fit_design(design: Design, REML: bool = True, max_iter: int = 200, prior=None) -> "LmerModel":
     """Fit a model whose design is already built (used to refit by ML, or with another response);
     `prior` = (weights, offset) per row of the design, or None."""
+    REML = require_bool(REML, "REML")
     if prior is None:
         raw, beta0 = fit_model(design, bool(REML), max_iter)
     else:
@@ -177,11 +179,11 @@ class LmerModel:
 
     def warn_if_problematic(self) -> None:
         if not self.converged:
-            warnings.warn(f"model failed to converge: {self.opt.message} "
-                          f"(projected |grad| = {self.opt.grad_norm:.2e})", ConvergenceWarning, stacklevel=3)
+            warn(f"model failed to converge: {self.opt.message} "
+                 f"(projected |grad| = {self.opt.grad_norm:.2e})", ConvergenceWarning)
         if self.singular:
-            warnings.warn("boundary (singular) fit: a variance component is (near) zero or a correlation is ±1",
-                          SingularFitWarning, stacklevel=3)
+            warn("boundary (singular) fit: a variance component is (near) zero or a correlation is ±1",
+                 SingularFitWarning)
 
     # ---- variance components ---------------------------------------------------------------
     @cached_property

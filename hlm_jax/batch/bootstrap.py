@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import time
-import warnings
 
 import numpy as np
 import pandas as pd
 
+from ..messages import warn
 from ..precision import float64
 from .program import run_simulated
 from .residual import residual_bootstrap
@@ -54,8 +54,8 @@ def bootstrap(model, n: int = 1000, seed: int = 0, chunk: int | None = None, pro
     result = BootstrapResult(replicates, out["theta"], out["converged"], out["objective"], out["iterations"],
                              int(seed), timing, source)
     if result.n_failed:
-        warnings.warn(f"{result.n_failed} of {n} bootstrap replicates did not converge; they are flagged in "
-                      "`converged` and left out of confint()", BatchWarning, stacklevel=3)
+        warn(f"{result.n_failed} of {n} bootstrap replicates did not converge; they are flagged in "
+             "`converged` and left out of confint()", BatchWarning)
     return result
 
 

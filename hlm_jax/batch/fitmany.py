@@ -9,6 +9,7 @@ import pandas as pd
 
 from ..design import DesignError, build_design, factor_codes
 from ..formula import parse_formula, response_values
+from ..messages import require_bool, warn
 from ..model.layout import theta_layout
 from ..precision import float64
 from .program import run_given
@@ -85,6 +86,7 @@ def fit_many(formula: str, datasets, responses=None, REML: bool = True, chunk: i
     in a warning. `correlation` / `weights` (a variance function) add a residual structure (as lmer's;
     with responses= only), and the rows gain its parameters.
     """
+    REML = require_bool(REML, "REML")
     if correlation is not None or weights is not None:
         return residual_fit_many(formula, datasets, responses, REML, correlation, weights, max_iter)
     if responses is not None:
@@ -158,8 +160,8 @@ def _report_failed(table: pd.DataFrame, ok: np.ndarray, what: str) -> None:
     if failed:
         shown = ", ".join(str(table.index[i]) for i in bad[:5])
         detail = f" ({len(bad)} could not be fitted: {shown}{', ...' if len(bad) > 5 else ''})" if len(bad) else ""
-        warnings.warn(f"{failed} of {len(table)} fits did not converge{detail}; they are flagged in 'converged'",
-                      BatchWarning, stacklevel=4)
+        warn(f"{failed} of {len(table)} fits did not converge{detail}; they are flagged in 'converged'",
+             BatchWarning)
 
 
 def _fit_responses(formula, data, responses, REML, chunk, progress, max_iter) -> pd.DataFrame:

@@ -1,8 +1,6 @@
 """Per-group least squares (lme4's lmList), all groups at once in padded buckets."""
 from __future__ import annotations
 
-import warnings
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,6 +8,7 @@ import pandas as pd
 
 from ..design import DesignError, bucket_length, factor_codes
 from ..formula import Name, check_columns, model_matrix, parse_lmlist, response_values, variables
+from ..messages import warn
 from ..precision import float64
 from .results import BatchWarning, LmList
 
@@ -156,8 +155,7 @@ def lmlist(formula: str, data: pd.DataFrame, pool: bool = True) -> LmList:
     keep = None
     if data[used].isna().to_numpy().any():
         keep = data[used].notna().all(axis=1).to_numpy()
-        warnings.warn(f"{int((~keep).sum())} row(s) with missing values in {', '.join(used)} were dropped",
-                      stacklevel=3)
+        warn(f"{int((~keep).sum())} row(s) with missing values in {', '.join(used)} were dropped")
         frame = data.loc[keep]
         plain = _plain_columns(terms, frame) if plain is not None else None
     y = response_values(response, frame)
@@ -201,8 +199,8 @@ def lmlist(formula: str, data: pd.DataFrame, pool: bool = True) -> LmList:
     failed = pd.Series(reasons[~ok], index=index[~ok], name="reason", dtype=object)
     if len(failed):
         shown = ", ".join(map(str, failed.index[:5])) + (", ..." if len(failed) > 5 else "")
-        warnings.warn(f"{len(failed)} of {G} groups could not be fitted (NaN rows in the result): {shown}",
-                      BatchWarning, stacklevel=3)
+        warn(f"{len(failed)} of {G} groups could not be fitted (NaN rows in the result): {shown}",
+             BatchWarning)
     return LmList(pd.DataFrame(beta, index=index, columns=names), pd.DataFrame(se, index=index, columns=names),
                   pd.Series(sigma, index=index, name="sigma"), pd.Series(df, index=index, name="df_resid"),
                   pd.Series(sizes, index=index, name="nobs"), failed, float(pooled))

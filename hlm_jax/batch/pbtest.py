@@ -7,6 +7,7 @@ import numpy as np
 import scipy.stats
 
 from ..design import DesignError
+from ..messages import warn
 from ..precision import float64
 from ..results import fit_design
 from .bootstrap import check_n, model_arrays
@@ -98,6 +99,5 @@ def pb_test(small, big, n: int = 1000, seed: int = 0, chunk: int | None = None,
     p_chisq = float(scipy.stats.chi2.sf(stat, df))
     n_failed = int(np.sum(~converged))
     if n_failed:
-        warnings.warn(f"{n_failed} of {n} bootstrap refits did not converge and were left out", BatchWarning,
-                      stacklevel=3)
+        warn(f"{n_failed} of {n} bootstrap refits did not converge and were left out", BatchWarning)
     return PBTest(float(stat), int(df), p_chisq, float(p_boot), ref, converged, n_failed)

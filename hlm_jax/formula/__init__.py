@@ -9,10 +9,10 @@ R's column names and contrasts (`matrix`). No formula text is ever passed to `ev
 """
 from .lme4 import ParsedFormula, RandomTerm, parse_formula, parse_lmlist, parse_terms
 from .matrix import MatrixSpec, check_columns, model_matrix, response_values
-from .parse import TRANSFORMS, FormulaError, Name, deparse
+from .parse import TRANSFORMS, Call, FormulaError, Name, deparse
 from .terms import Terms, expand, term_label
 from .transforms import DesignError, factor_codes, variables
 
 __all__ = ["FormulaError", "DesignError", "ParsedFormula", "RandomTerm", "parse_formula", "parse_lmlist",
            "parse_terms", "MatrixSpec", "model_matrix", "check_columns", "response_values", "Terms", "expand",
-           "term_label", "factor_codes", "variables", "deparse", "TRANSFORMS", "Name"]
+           "term_label", "factor_codes", "variables", "deparse", "TRANSFORMS", "Name", "Call"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .parse import BinOp, Call, FormulaError, Name, Neg, Num, Paren, Parser, deparse, point
+from .parse import BinOp, Call, FormulaError, Name, Neg, Num, Paren, Parser, bounded, deparse, point
 from .terms import Terms, expand
 from .transforms import variables
 
@@ -50,7 +50,7 @@ class ParsedFormula:
 
     @property
     def response_variables(self) -> list[str]:
-        return variables(self.response_node)
+        return list(dict.fromkeys(variables(self.response_node)))
 
     @property
     def variables(self) -> list[str]:
@@ -62,6 +62,7 @@ class ParsedFormula:
         return list(dict.fromkeys(names))
 
 
+@bounded
 def parse_formula(formula: str, require_random: bool = True) -> ParsedFormula:
     """Split an lme4 formula into its response, fixed part and random terms (nothing is evaluated);
     `require_random=False` accepts a formula without random terms (hj.lm)."""
@@ -88,6 +89,7 @@ def parse_formula(formula: str, require_random: bool = True) -> ParsedFormula:
     return ParsedFormula(deparse(lhs), deparse(fixed_node), tuple(random_terms), lhs, fixed_terms)
 
 
+@bounded
 def parse_lmlist(formula: str) -> tuple[object, Terms, tuple[str, ...]]:
     """lmList's 'y ~ x1 + x2 | g' → (response node, terms of the predictors, grouping columns)."""
     _, lhs, rhs = _sides(formula)
@@ -97,9 +99,13 @@ def parse_lmlist(formula: str) -> tuple[object, Terms, tuple[str, ...]]:
     groups = _groups(rhs.right, formula)
     if len(groups) != 1:
         raise FormulaError(f"lmlist's grouping factor must be column names joined by ':', got {deparse(rhs.right)!r}")
-    return lhs, expand(rhs.left, "predictors"), groups[0]
+    terms = expand(rhs.left, "predictors")
+    if not terms.terms and not terms.intercept:
+        raise FormulaError(f"lmlist needs at least one predictor or the intercept: {formula!r}")
+    return lhs, terms, groups[0]
 
 
+@bounded
 def parse_terms(rhs: str, what: str) -> Terms:
     """The terms of a bare right-hand side such as 'meanses + sector' (a level equation)."""
     parser = Parser(rhs)
@@ -111,7 +117,7 @@ def parse_terms(rhs: str, what: str) -> Terms:
 
 
 def _sides(formula: str):
-    """Parse `lhs ~ rhs`: exactly one '~', both sides present; the response is one column or transform."""
+    """Parse `lhs ~ rhs`: exactly one '~', both sides present; the response is an expression of columns."""
     parser = Parser(formula)
     tildes = [t for t in parser.tokens if t.text == "~"]
     if len(tildes) != 1:
@@ -119,7 +125,7 @@ def _sides(formula: str):
         raise FormulaError(point(formula, pos, "a formula needs exactly one '~' between response and predictors"))
     if parser.tok.text == "~":
         raise FormulaError(point(formula, 0, "missing response left of '~'"))
-    lhs = parser.sum()
+    lhs = parser.arith()  # R evaluates the response as an expression: y1 + y2 is their sum
     if not parser.take("~"):
         raise parser.unexpected("'~'")
     if parser.tok.kind == "end":
@@ -131,13 +137,10 @@ def _sides(formula: str):
 
 
 def _check_response(node) -> None:
-    if isinstance(node, Call) and node.func == "cbind":
-        raise FormulaError(f"a {deparse(node)} response is not supported by lmer yet (binomial models need glmer)")
+    """A column or an expression of columns; `cbind(successes, failures)` passes here for glmer (lmer
+    refuses it)."""
     if isinstance(node, Call) and node.func in ("offset", "weights"):
         raise FormulaError(f"{node.func}() cannot be the response")
-    if not isinstance(node, (Name, Call)):
-        raise FormulaError(f"the response {deparse(node)!r} has several terms; lmer fits one response column "
-                           f"(for an arithmetic response write I({deparse(node)}))")
 
 
 def _is_bar(node) -> bool:

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from .parse import FormulaError, Name, deparse
+from .parse import FormulaError, Name, bounded, deparse
 from .terms import Terms, term_label
 from .transforms import DesignError, evaluate, variables
 
@@ -35,6 +35,7 @@ class MatrixSpec:
         """Data columns the matrix reads."""
         return list(dict.fromkeys(v for a in self.terms.atoms for v in variables(a)))
 
+    @bounded
     def matrix(self, frame: pd.DataFrame) -> np.ndarray:
         """The model matrix of `frame` with this spec's columns (factor levels from the fit)."""
         X, names, _ = _columns(self.terms, self.full, frame, self.states)
@@ -44,6 +45,7 @@ class MatrixSpec:
         return X
 
 
+@bounded
 def model_matrix(terms: Terms, frame: pd.DataFrame, sparse: bool = False) -> tuple[np.ndarray, MatrixSpec]:
     """The model matrix of `terms` on `frame` (a scipy CSC matrix if `sparse`) and the spec that rebuilds
     it (dense) on new data."""
@@ -132,6 +134,7 @@ def check_columns(names: list[str], data: pd.DataFrame) -> None:
         raise DesignError(f"column {name!r} is not in the data{hint} (columns: {', '.join(columns)})")
 
 
+@bounded
 def response_values(node, frame: pd.DataFrame) -> np.ndarray:
     """The response: one numeric column or transform of columns; factors and several columns raise."""
     label = deparse(node)

@@ -7,6 +7,8 @@ can appear; anything else raises `FormulaError` naming the token. Nothing is eve
 """
 from __future__ import annotations
 
+import functools
+import keyword
 import re
 from dataclasses import dataclass
 
@@ -87,6 +89,18 @@ class Token:
     pos: int
 
 
+def bounded(fn):
+    """Turn Python's RecursionError on a pathologically nested formula into a FormulaError."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except RecursionError:
+            raise FormulaError("the formula nests too deeply (unary signs, powers or parentheses)") from None
+
+    return wrapper
+
+
 def point(text: str, pos: int, message: str) -> str:
     """`message` with the formula and a caret under position `pos`."""
     return f"{message}\n  {text}\n  {' ' * max(pos, 0)}^"
@@ -108,12 +122,19 @@ def tokenize(text: str) -> list[Token]:
     return tokens + [Token("end", "", len(text))]
 
 
+MAX_TOKENS, MAX_DEPTH = 1500, 40  # bounds that keep the recursive parser and evaluator far from Python's limit
+
+
 def _check_parentheses(text: str, tokens: list[Token]) -> None:
+    if len(tokens) > MAX_TOKENS:
+        raise FormulaError(f"the formula has {len(tokens)} tokens; at most {MAX_TOKENS} are allowed")
     depth = 0
     for t in tokens:
         depth += (t.text == "(") - (t.text == ")")
         if depth < 0:
             raise FormulaError(point(text, t.pos, "unmatched ')'"))
+        if depth > MAX_DEPTH:
+            raise FormulaError(point(text, t.pos, f"parentheses nest deeper than {MAX_DEPTH} levels"))
     if depth:
         raise FormulaError(point(text, max(t.pos for t in tokens if t.text == "("), "unclosed '('"))
 
@@ -165,7 +186,10 @@ class Parser:
             return self.error(f"'{t.text}' is not allowed in a formula (no subscripts)")
         if t.text == "%in%":
             return self.error("operator '%in%' is not supported; write a/b or a:b")
-        after = f" after {self.tokens[self.i - 1].text!r}" if self.i else ""
+        prev = self.tokens[self.i - 1].text if self.i else ""
+        after = f" after {prev!r}" if prev else ""
+        if keyword.iskeyword(prev) and prev not in ("True", "False", "None"):
+            after += f" ({prev!r} is Python syntax, which a formula does not allow)"
         return self.error(f"unexpected {t.text!r}{after} where {what} was expected")
 
     # ---- formula operators: | (lowest), + -, * /, :, ^ --------------------------------------

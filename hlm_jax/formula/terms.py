@@ -91,9 +91,9 @@ def _expand(node, order: dict, what: str, top: bool = False) -> _Expansion:
                 raise FormulaError(f"{deparse(node)} must be added to the {what} with '+'")
             return _Expansion(offsets=[node])
         if node.func in ("cbind", "weights"):
-            raise FormulaError(f"{node.func}(...) is not supported by lmer yet (only as the response of glmer)"
+            raise FormulaError(f"cbind(...) can only be the response (of glmer): {deparse(node)}"
                                if node.func == "cbind" else
-                               "weights are not supported by lmer yet; they are not part of a formula")
+                               f"weights go in the weights= argument, not in the formula: {deparse(node)}")
         return _Expansion(terms=[(node,)])
     if isinstance(node, Literal):
         raise FormulaError(f"{deparse(node)} is not a term of the {what}")
@@ -111,8 +111,9 @@ def _expand(node, order: dict, what: str, top: bool = False) -> _Expansion:
     if op == "^":  # all interactions up to the given degree
         left = _expand(node.left, order, what)
         result = list(left.terms)
-        for _ in range(int(node.right.value) - 1):
-            result = result + _products(result, left.terms, order)
+        n_atoms = len({a for t in left.terms for a in t})
+        for _ in range(min(int(node.right.value), n_atoms) - 1):  # higher powers add no terms
+            result = list(dict.fromkeys(result + _products(result, left.terms, order)))
         return _Expansion(terms=result)
     left, right = _expand(node.left, order, what), _expand(node.right, order, what)
     if op == ":":

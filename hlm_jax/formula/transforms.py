@@ -155,12 +155,12 @@ def _poly(node: Call, frame: pd.DataFrame, states: dict) -> tuple[np.ndarray, tu
     degree, raw = int(degree_node.value), raw_node in (Name("TRUE"), Name("True"), Num(1.0))
     x = np.broadcast_to(np.asarray(numeric(node.args[0], frame, states), dtype=float), (len(frame),))
     suffixes = tuple(str(k) for k in range(1, degree + 1))
-    if raw:
-        return np.column_stack([x ** k for k in range(1, degree + 1)]), suffixes
     if node not in states:
         if len(np.unique(x)) <= degree:
             raise DesignError(f"{deparse(node)}: the degree must be less than the number of unique points")
-        states[node] = _poly_coefficients(x, degree)
+        states[node] = (np.zeros(0), np.zeros(0)) if raw else _poly_coefficients(x, degree)
+    if raw:
+        return np.column_stack([x ** k for k in range(1, degree + 1)]), suffixes
     alpha, norm2 = states[node]
     Z = [np.ones_like(x), x - alpha[0]]
     for i in range(1, degree):

@@ -29,7 +29,6 @@ follow pbkrtest's Lb_ddf.
 """
 from __future__ import annotations
 
-import warnings
 from functools import partial
 from typing import NamedTuple
 
@@ -40,6 +39,7 @@ import pandas as pd
 from scipy import stats as sps
 
 from ..design import NotYetSupportedError
+from ..messages import warn
 from ..precision import float64
 from ._likelihood import estimates_at, model_stats, n_and_p
 
@@ -144,9 +144,9 @@ def satterthwaite_pieces(model, theta=None) -> Satterthwaite:
     H, J = np.asarray(H), np.asarray(J)
     eigenvalues = np.linalg.eigvalsh((H + H.T) / 2)
     if np.any(eigenvalues < -1e-8):  # as lmerTest: the fit is not at a minimum of the deviance
-        warnings.warn(f"the deviance's Hessian in (θ, σ) has negative eigenvalue(s) "
-                      f"{', '.join(f'{v:.1e}' for v in eigenvalues[eigenvalues < -1e-8])}: the model may not have "
-                      "converged; Satterthwaite df use its positive part", RuntimeWarning, stacklevel=3)
+        warn(f"the deviance's Hessian in (θ, σ) has negative eigenvalue(s) "
+             f"{', '.join(f'{v:.1e}' for v in eigenvalues[eigenvalues < -1e-8])}: the model may not have "
+             "converged; Satterthwaite df use its positive part", RuntimeWarning)
     return Satterthwaite(point, 2.0 * positive_part_inverse(H), J, eigenvalues)
 
 

@@ -24,8 +24,6 @@ for an sd estimated at 0).
 """
 from __future__ import annotations
 
-import warnings
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -33,6 +31,7 @@ import pandas as pd
 from scipy import optimize as spo
 from scipy import stats as sps
 
+from ..messages import warn
 from ..optimize import minimize
 from ..precision import float64
 from ..results import fit_design
@@ -348,9 +347,8 @@ def profile_intervals(model, level: float = 0.95, which: list[str] | None = None
         hi = _end_point(zeta, float, b_hat, target * se[j], target, +1, None, b_hat)
         rows[name] = (-np.inf if lo is None else lo, np.inf if hi is None else hi)
     if prof.min_dev < prof.base - 1e-6 * max(1.0, abs(prof.base)):
-        warnings.warn(f"profiling found a lower deviance ({prof.min_dev:.6f}) than the fit's "
-                      f"({prof.base:.6f}): the fit had not converged; refit and profile again", RuntimeWarning,
-                      stacklevel=2)
+        warn(f"profiling found a lower deviance ({prof.min_dev:.6f}) than the fit's "
+             f"({prof.base:.6f}): the fit had not converged; refit and profile again", RuntimeWarning)
     order = [n for n in names if n in rows]
     return pd.DataFrame([rows[n] for n in order], index=order, columns=["lower", "upper"])
 
