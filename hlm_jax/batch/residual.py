@@ -4,12 +4,12 @@ shortcut of the plain bootstrap does not apply), vmapped over replicates laid ou
 from __future__ import annotations
 
 import time
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
+from ..messages import warn
 from ..precision import float64
 from ..residual_fit import fit_responses, replicate_table, simulate
 from ..results import lmer
@@ -46,8 +46,8 @@ def residual_bootstrap(model, n: int, seed: int, chunk: int | None, max_iter: in
                              out["iterations"], int(seed), dict(seconds=time.perf_counter() - t0),
                              ResidualSimulation(model, n))
     if result.n_failed:
-        warnings.warn(f"{result.n_failed} of {n} bootstrap replicates did not converge; they are flagged in "
-                      "`converged` and left out of confint()", BatchWarning, stacklevel=3)
+        warn(f"{result.n_failed} of {n} bootstrap replicates did not converge; they are flagged in "
+             "`converged` and left out of confint()", BatchWarning)
     return result
 
 
