@@ -116,6 +116,7 @@ class DesignInfo:
     fixed_spec: object = field(repr=False)
     fixed_terms: tuple[str, ...] = ()
     fixed_assign: np.ndarray | None = field(default=None, repr=False)
+    unidentified: tuple[str, ...] = ()
 
     @property
     def sparse(self) -> bool:
@@ -203,12 +204,13 @@ def build_design(formula: str, data: pd.DataFrame, sparse: bool | None = None) -
     part = fixed_part(parsed, frame)
     terms, factors = _random_blocks(parsed, frame)
     _warn_if_labels_look_nested(factors, frame)
+    unidentified = _unidentified_factors(part.X, factors)
     first = factors[0]
     wide = uses_sparse_path(*part.X.shape) if sparse is None else sparse
     X = part.X.tocsr() if wide else part.X.toarray()
     buckets = () if wide else _pad_into_buckets(X, first.Z, y, first.codes, first.n_levels)
     info = DesignInfo(formula, parsed, parsed.response, part.names, part.dropped, terms, factors,
-                      X, y, frame.index, n_dropped, part.spec, part.terms, part.assign)
+                      X, y, frame.index, n_dropped, part.spec, part.terms, part.assign, unidentified)
     return Design(buckets, info)
 
 
@@ -333,6 +335,21 @@ def _random_blocks(parsed: ParsedFormula, frame: pd.DataFrame):
         terms.append(ReTerm(name, columns, len(codes[name][2]), order.index(name), offsets[name]))
         offsets[name] += len(columns)
     return tuple(terms), tuple(factors)
+
+
+def _unidentified_factors(X, factors: tuple[FactorBlock, ...]) -> tuple[str, ...]:
+    """Grouping factors whose Z lies in the span of X (checked for those with few columns): the REML/ML
+    criterion is flat in their variance, which is reported as 0 (with a warning naming the term)."""
+    out = []
+    for f in factors:
+        if f.n_levels * f.q <= fixed.SPAN_CHECK_COLUMNS and fixed.in_fixed_span(X, f.Z, f.codes, f.n_levels):
+            warnings.warn(
+                f"the variance of the random effects on {f.name!r} is not identified: every column of their Z "
+                f"lies in the span of the fixed effects (each level of {f.name!r} is a combination of fixed-effect "
+                "columns, e.g. a factor nested in it), so the criterion is flat in it; it is reported as 0, where "
+                "the fixed effects and sigma are the same as at any other value", UserWarning, stacklevel=4)
+            out.append(f.name)
+    return tuple(out)
 
 
 def _warn_if_labels_look_nested(factors: tuple[FactorBlock, ...], frame: pd.DataFrame) -> None:

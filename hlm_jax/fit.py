@@ -15,7 +15,7 @@ import scipy.sparse as sp
 
 from . import fixed
 from .design import Design, DesignError, bucket_length, with_response
-from .likelihood import crossed
+from .likelihood import crossed, wide
 from .model.layout import theta_layout
 from .likelihood.lmm import Estimates, Stats, estimates, group_stats, objective
 from .optimize import NewtonState, minimize, minimize_then_polish
@@ -146,12 +146,79 @@ def fit_crossed(stats: crossed.CrossedStats, theta0: jax.Array, lower: jax.Array
     return state, crossed.estimates(state.x, stats, reml)
 
 
+def wide_stats(design: Design, first: Stats, beta0: np.ndarray) -> wide.WideStats:
+    """Statistics of the wide path (`likelihood.wide`): C = [Z₂ X y]ᵀ[Z₂ X y] and the pairs of nonzero
+    entries of [Z₂ X y]ᵀZ₁ that share a level of the first factor, from the sparse X."""
+    info = design.info
+    n, others = info.nobs, info.factors[1:]
+    offsets = np.cumsum([0] + [f.n_levels * f.q for f in others])
+    Q2 = int(offsets[-1])
+    blocks = [info.X, sp.csr_matrix((info.y - info.X @ beta0)[:, None])]
+    if others:
+        idx = np.concatenate([offsets[k] + f.codes[:, None] * f.q + np.arange(f.q) for k, f in enumerate(others)], 1)
+        val = np.concatenate([f.Z for f in others], axis=1)
+        rows = np.repeat(np.arange(n), idx.shape[1])
+        blocks.insert(0, sp.csr_matrix((val.ravel(), (rows, idx.ravel())), shape=(n, Q2)))
+    R = sp.hstack(blocks, format="csc")
+    k, q1, G1 = R.shape[1], info.q, info.n_groups
+    Z1 = info.Z
+    S1 = sp.csr_matrix((Z1.ravel(), (np.repeat(np.arange(n), q1), (info.group_codes[:, None] * q1
+                        + np.arange(q1)).ravel())), shape=(n, G1 * q1))
+    K = (S1.T @ R).tocoo()  # (G1·q1, k): level g, column j of Z1, row r of the reduced system
+    keys = (K.row // q1) * k + K.col
+    entry_keys, entry_of = np.unique(keys, return_inverse=True)
+    cross_val = np.zeros((entry_keys.size, q1))
+    np.add.at(cross_val, (entry_of, K.row % q1), K.data)
+    row, group = entry_keys % k, entry_keys // k
+    a, b = _pairs_within_groups(group)
+    layout = theta_layout(info.terms)
+    return wide.WideStats(first, fixed.gram(R), row[a].astype(np.int32), row[b].astype(np.int32),
+                          group[a].astype(np.int32), cross_val[a][:, :, None] * cross_val[b][:, None, :], float(n),
+                          p=info.p, Q2=Q2, blocks=tuple((int(offsets[j - 1]), f.n_levels, f.q, layout.factor(j))
+                                                        for j, f in enumerate(others, start=1)))
+
+
+@partial(jax.jit, static_argnames=("max_iter", "several"), compiler_options=SINGLE_FIT_OPTIONS)
+def fit_wide(stats: wide.WideStats, theta0: jax.Array, lower: jax.Array, reml: jax.Array, max_iter: int = 200,
+             several: bool = False):
+    """θ̂ of the wide path: Newton for one grouping factor, BFGS then Newton for several (as `fit_crossed`)."""
+    solver = minimize_then_polish if several else minimize
+    return solver(wide.objective, theta0, lower, (stats, reml), max_iter=max_iter)
+
+
+_estimates = jax.jit(estimates)
+_crossed_estimates = jax.jit(crossed.estimates)
+
+
+def _fit_sparse(design: Design, args, max_iter: int) -> tuple[ModelFit, np.ndarray]:
+    """The wide path: θ̂ from `likelihood.wide`, then the estimates once at θ̂ from the dense statistics."""
+    info = design.info
+    G = info.n_groups
+    several = len(info.factors) > 1
+    stats, beta0 = crossed_stats(design) if several else design_stats(design)
+    state = jax.tree_util.tree_map(np.asarray, fit_wide(wide_stats(design, stats.first if several else stats, beta0),
+                                                        *args, max_iter=max_iter, several=several))
+    if not several:
+        est = jax.tree_util.tree_map(np.asarray, _estimates(jnp.asarray(state.x), stats, args[2]))
+        return ModelFit(state, est, (est.b[:G],), (est.b_cov[:G],)), beta0
+    est, b2, b2_covs = jax.tree_util.tree_map(np.asarray, _crossed_estimates(jnp.asarray(state.x), stats, args[2]))
+    modes, covs = [est.b[:G]], [est.b_cov[:G]]
+    for (offset, levels, q, *_), cov in zip(stats.blocks, b2_covs):
+        modes.append(b2[offset:offset + levels * q].reshape(levels, q))
+        covs.append(cov)
+    return ModelFit(state, est, tuple(modes), tuple(covs)), beta0
+
+
 def fit_model(design: Design, reml: bool, max_iter: int = 200) -> tuple[ModelFit, np.ndarray]:
     """Fit any design (one or several grouping factors); arrays come back as numpy. Returns (fit, β₀)."""
     info = design.info
     layout = theta_layout(info.terms)
-    args = (jnp.asarray(layout.start()), jnp.asarray(layout.lower), jnp.asarray(float(reml)))
+    flat = np.isin(layout.block, [k for k, f in enumerate(info.factors) if f.name in info.unidentified])
+    start = np.where(flat, 0.0, layout.start())  # a variance the data cannot identify is reported as 0
+    args = (jnp.asarray(start), jnp.asarray(layout.lower), jnp.asarray(float(reml)))
     G = info.n_groups
+    if info.sparse:
+        return _fit_sparse(design, args, max_iter)
     if len(info.factors) == 1:
         stats, beta0 = design_stats(design)
         raw = jax.tree_util.tree_map(np.asarray, fit_stats(stats, *args, max_iter=max_iter))

@@ -116,3 +116,22 @@ def group_sums(X, Z: np.ndarray, codes: np.ndarray, y: np.ndarray, n_slots: int)
     Zty = segment_products(index, Z, n_slots * q, y[:, None]).reshape(n_slots, q)
     Xty = np.asarray(X.T @ y, dtype=float).ravel()
     return ZtZ, ZtX, Zty, gram(X), Xty, float(y @ y), float(n)
+
+
+SPAN_CHECK_COLUMNS = 500  # random-effect factors with at most this many columns are checked (cheap: p × l·q)
+
+
+def in_fixed_span(X, Z: np.ndarray, codes: np.ndarray, n_levels: int) -> bool:
+    """Whether every column of a factor's Z (n_levels·q columns) lies in the column span of X, by the
+    aliasing rule: the variance of such a term is not identified (the fixed effects absorb any b)."""
+    n, q = Z.shape
+    if X.shape[1] == 0:
+        return False
+    index = codes[:, None] * q + np.arange(q)[None, :]
+    XtZ = segment_products(index, Z, n_levels * q, X).T
+    norms = segment_products(index, Z * Z, n_levels * q, np.ones((n, 1)))[:, 0]
+    R = sla.cholesky(gram(X), lower=False)
+    C = sla.solve_triangular(R, XtZ, trans="T")
+    resid = norms - np.einsum("ij,ij->j", C, C)
+    tol2 = max(ALIAS_TOL ** 2, 2 * (X.shape[1] + 1) * np.finfo(float).eps)
+    return bool(np.all(resid <= tol2 * norms))

@@ -14,8 +14,8 @@ import scipy.sparse as sp
 import hlm_jax as hj
 from hlm_jax import fixed
 from hlm_jax.design import build_design, uses_sparse_path
-from hlm_jax.fit import crossed_stats, design_stats
-from hlm_jax.likelihood import crossed, lmm
+from hlm_jax.fit import crossed_stats, design_stats, wide_stats
+from hlm_jax.likelihood import crossed, lmm, wide
 from hlm_jax.model.layout import theta_layout
 
 R_DEPT_ORDER = [15, 5, 10, 12, 6, 7, 4, 8, 9, 14, 1, 3, 11, 2]
@@ -89,3 +89,21 @@ def test_sparse_statistics_equal_the_padded_ones(formula):
     with jax.enable_x64(True):
         va, vb = (objective(theta, s, jnp.asarray(1.0)) for s in (a, b))
     assert abs(float(va) - float(vb)) < 1e-10 * abs(float(va))
+
+
+@pytest.mark.parametrize("formula", ["y ~ x + d + (1 + x | g)", "y ~ x + d + (1 | g) + (1 | h)"])
+def test_wide_criterion_equals_the_dense_one(formula):
+    data = _small_wide_data(seed=4, n=300)
+    design = build_design(formula, data, sparse=True)
+    several = len(design.info.factors) > 1
+    with jax.enable_x64(True):
+        stats, beta0 = crossed_stats(design) if several else design_stats(design)
+        w = wide_stats(design, stats.first if several else stats, beta0)
+        dense = crossed.objective if several else lmm.objective
+        layout = theta_layout(design.info.terms)
+        for theta, reml in ((layout.start(), 1.0), (layout.start() * 0.3 + 0.05 * (layout.lower == -np.inf), 0.0)):
+            args = (jnp.asarray(theta), jnp.asarray(reml))
+            a, b = dense(args[0], stats, args[1]), wide.objective(args[0], w, args[1])
+            assert abs(float(a) - float(b)) < 1e-10 * abs(float(a))
+            ga, gb = jax.grad(dense)(args[0], stats, args[1]), jax.grad(wide.objective)(args[0], w, args[1])
+            np.testing.assert_allclose(np.asarray(gb), np.asarray(ga), rtol=1e-8, atol=1e-8)
