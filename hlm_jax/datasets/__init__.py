@@ -15,6 +15,8 @@ _DESCRIPTIONS = {
     "insteval": ("Lecture evaluations at ETH Zurich: 73,421 ratings, students crossed with lecturers (lme4); "
                  "s, d, studage, lectage, service and dept are Categoricals in R's level order."),
     "cbpp": "Contagious bovine pleuropneumonia incidence per herd and period (lme4).",
+    "verbagg": ("Verbal aggression item responses: 316 persons x 24 items, r2 = 1 for a 'yes' or 'perhaps' "
+                "(lme4 VerbAgg; 7,584 rows)."),
     "orthodont": "Orthodontic distance growth of 27 children (nlme).",
     "exam": ("London schools exam scores: 4,059 students in 65 schools; normexam (normalised GCSE score), "
              "standLRT (standardised London Reading Test at intake), schavg, schgend, vr, intake, sex, type "
