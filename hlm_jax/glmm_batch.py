@@ -15,18 +15,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import NamedSharding, PartitionSpec
 from scipy import stats as sps
 
 from .batch import BatchWarning, BootstrapResult, PBTest
+from .batch.devices import mesh, slot_width
 from .design import DesignError
 from .glmm import Problem, laplace_deviance, make_problem
 from .messages import warn
 from .optimize import batch_converged, gradient_and_hessian, minimize_queue
 from .precision import float64
-
-WIDTH = 64
-
 
 def _with_response(problem: Problem, y) -> tuple[Problem]:
     return (dataclasses.replace(problem, rows=dataclasses.replace(problem.rows, y=y)),)
@@ -38,21 +36,28 @@ def _derivs(x, problem):
 
 
 @partial(jax.jit, static_argnames=("width", "max_iter"))
-def refit_responses(problem: Problem, ys, x0, lower, n_valid, width: int = WIDTH, max_iter: int = 100):
-    """Minimise the Laplace deviance for every response row of ys (N, n) from x0: the slots' final states."""
-    return minimize_queue(laplace_deviance, _derivs, x0, lower, ys, partial(_with_response, problem), n_valid,
-                          width, max_iter=max_iter)
+def refit_responses(problem: Problem, ys, valid, x0, lower, width: int, max_iter: int = 100):
+    """Minimise the Laplace deviance for every response row of ys (N, n) from x0: the final states. The
+    rows are sharded over the devices; each device runs its own slot queue over its share (valid first)."""
+
+    def local(problem, ys, valid, x0, lower):
+        return minimize_queue(laplace_deviance, _derivs, x0, lower, ys, partial(_with_response, problem),
+                              jnp.sum(valid), width, max_iter=max_iter)
+
+    rep, spec = PartitionSpec(), PartitionSpec("batch")
+    return jax.shard_map(local, mesh=mesh(), in_specs=(rep, spec, spec, rep, rep), out_specs=spec,
+                         check_vma=False)(problem, ys, valid, x0, lower)
 
 
-def _shard(ys: np.ndarray) -> jax.Array:
-    """Responses padded to a multiple of the device count and laid out along a one-axis mesh."""
-    devices = jax.devices()
-    n_dev = len(devices)
+def _shard(ys: np.ndarray) -> tuple[jax.Array, jax.Array]:
+    """Responses padded to a multiple of the device count (padding rows at the end, marked invalid) and
+    laid out along the one-axis mesh."""
+    n_dev = len(jax.devices())
     pad = (-len(ys)) % n_dev
+    valid = np.arange(len(ys) + pad) < len(ys)
     ys = np.concatenate([ys, np.repeat(ys[-1:], pad, axis=0)]) if pad else ys
-    if n_dev == 1:
-        return jnp.asarray(ys)
-    return jax.device_put(ys, NamedSharding(Mesh(np.array(devices), ("batch",)), PartitionSpec("batch")))
+    sharding = NamedSharding(mesh(), PartitionSpec("batch"))
+    return jax.device_put(ys, sharding), jax.device_put(valid, sharding)
 
 
 def fit_responses(model, ys: np.ndarray, max_iter: int = 100) -> dict:
@@ -63,8 +68,10 @@ def fit_responses(model, ys: np.ndarray, max_iter: int = 100) -> dict:
         raise DesignError("batched GLMM refits use the Laplace approximation (nAGQ = 1)")
     lower = np.concatenate([model.layout.lower, np.full(len(model._x) - model.layout.size, -np.inf)])
     n = len(ys)
-    out = refit_responses(problem, _shard(np.asarray(ys, float)), jnp.asarray(model._x), jnp.asarray(lower),
-                          n, width=min(WIDTH, max(n, 1)), max_iter=max_iter)
+    ys, valid = _shard(np.asarray(ys, float))
+    width = min(slot_width(), max(-(-n // len(jax.devices())), 1))
+    out = refit_responses(problem, ys, valid, jnp.asarray(model._x), jnp.asarray(lower), width=width,
+                          max_iter=max_iter)
     out = jax.tree_util.tree_map(lambda a: np.asarray(a)[:n], out)
     return {"x": out.x, "objective": out.f, "converged": np.asarray(batch_converged(out)), "iterations": out.iterations}
 

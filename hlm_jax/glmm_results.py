@@ -12,7 +12,7 @@ from scipy import stats as sps
 from .design import with_response
 from .fit import ModelFit
 from .glmm import (GlmmData, build_glmm, fit_problem, lower_bounds, make_problem, separation_check, start_values)
-from .glmm_batch import bootstrap_glmm
+from .glmm_batch import bootstrap_glmm, fit_many_glmm, pb_test_glmm
 from .likelihood.lmm import Estimates
 from .model.family import make_family
 from .model.layout import theta_layout
@@ -205,6 +205,14 @@ class GlmerModel(LmerModel):
     def bootstrap(self, n: int = 1000, seed: int = 0, **kw):
         """Parametric bootstrap (lme4's bootMer): n refits to responses simulated from this fit, batched."""
         return bootstrap_glmm(self, n=n, seed=seed, **kw)
+
+    def pb_test(self, big: "GlmerModel", n: int = 1000, seed: int = 0, max_iter: int = 100):
+        """Parametric bootstrap likelihood-ratio test of this (smaller) model against `big`; see hj.pb_test."""
+        return pb_test_glmm(self, big, n=n, seed=seed, max_iter=max_iter)
+
+    def refit_many(self, responses, max_iter: int = 100) -> pd.DataFrame:
+        """The model refitted to each column of `responses` (rows as the fit's), batched; see hj.fit_many."""
+        return fit_many_glmm(self, responses, max_iter=max_iter)
 
     def refit(self, y: np.ndarray) -> "GlmerModel":
         """The same model fitted to another response (proportions, in the fit's row order)."""

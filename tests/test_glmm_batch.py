@@ -3,6 +3,10 @@ distribution summaries from tests/reference/glmm_lme4.json), pb_test and refits 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import textwrap
 import warnings
 from pathlib import Path
 
@@ -59,3 +63,47 @@ def test_bootstrap_refits_equal_single_fits():
             assert b.objective[i] == pytest.approx(single.objective, rel=1e-9)
             np.testing.assert_allclose(b.replicates.iloc[i, :4], single.fixef.to_numpy(), rtol=1e-5, atol=1e-6)
     assert b.converged.all()
+
+
+@pytest.mark.slow
+def test_pb_test_and_fit_many_for_glmms():
+    big = hj.glmer(CBPP, cbpp())
+    small = hj.glmer("cbind(incidence, size - incidence) ~ 1 + (1 | herd)", cbpp())
+    test = hj.pb_test(small, big, n=100, seed=0)
+    assert test.stat == pytest.approx(hj.anova(small, big).table["Chisq"].iloc[1], rel=1e-8)
+    assert test.df == 3
+    assert test.p_boot <= 0.02 and test.n_failed == 0     # χ² p = 1e-5: no null replicate comes close
+    import jax
+    with jax.enable_x64(True):
+        Y = np.asarray(big.simulate_array(3, 11)).T          # rows as the fit, one column per response
+    table = hj.fit_many(big, responses=Y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        single = big.refit(Y[:, 2])
+    np.testing.assert_allclose(table.iloc[2, :4].to_numpy(float), single.fixef.to_numpy(), rtol=1e-5, atol=1e-6)
+    assert table["logLik"].iloc[2] == pytest.approx(single.loglik, rel=1e-9)
+    assert table["converged"].all()
+
+
+SHARDED = textwrap.dedent("""
+    import os, sys
+    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
+    import jax, numpy as np
+    import hlm_jax as hj
+    assert len(jax.devices()) == 4
+    d = hj.datasets.load("cbpp").astype({"period": str, "herd": str})
+    m = hj.glmer("cbind(incidence, size - incidence) ~ period + (1 | herd)", d)
+    b = m.bootstrap(n=30, seed=5)
+    np.savez(sys.argv[1], objective=b.objective, converged=b.converged)
+""")
+
+
+@pytest.mark.slow
+def test_bootstrap_sharded_over_four_devices_equals_one_device(tmp_path):
+    out = tmp_path / "sharded.npz"
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    subprocess.run([sys.executable, "-c", SHARDED, str(out)], check=True, env=env, timeout=900)
+    sharded = dict(np.load(out))
+    one = hj.glmer(CBPP, cbpp()).bootstrap(n=30, seed=5)
+    assert sharded["converged"].all() and one.converged.all()
+    np.testing.assert_allclose(sharded["objective"], one.objective, rtol=1e-9)

@@ -162,3 +162,20 @@ def test_grouped_interface_equals_joint_system():
         g1 = jax.grad(laplace_deviance)(jnp.asarray(start_values(m.gd)), rows)
         g2 = jax.grad(laplace_deviance)(jnp.asarray(start_values(m.gd)), grouped)
         np.testing.assert_allclose(g1, g2, rtol=1e-9)
+
+
+@pytest.mark.slow
+def test_binary_and_logical_responses_equal_the_binomial_counts():
+    """cbpp expanded to one row per animal (0/1, then logical): the same fit; the log-likelihood differs by
+    exactly the binomial coefficients Σ log C(n, k), which the grouped form includes."""
+    d = cbpp()
+    rows = [dict(herd=r.herd, period=r.period, y=int(i < r.incidence)) for r in d.itertuples() for i in range(r.size)]
+    long = pd.DataFrame(rows)
+    counts = hj.glmer(REF["cbpp"]["formula"], d)
+    binary = hj.glmer("y ~ period + (1 | herd)", long)
+    logical = hj.glmer("y ~ period + (1 | herd)", long.assign(y=long["y"].astype(bool)))
+    from scipy.special import gammaln
+    choose = np.sum(gammaln(d["size"] + 1) - gammaln(d["incidence"] + 1) - gammaln(d["size"] - d["incidence"] + 1))
+    assert binary.loglik + choose == pytest.approx(counts.loglik, rel=1e-9)
+    np.testing.assert_allclose(binary.fixef.to_numpy(), counts.fixef.to_numpy(), rtol=1e-6)
+    assert logical.loglik == pytest.approx(binary.loglik, rel=1e-12)

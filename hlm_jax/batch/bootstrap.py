@@ -29,8 +29,10 @@ def bootstrap(model, n: int = 1000, seed: int = 0, chunk: int | None = None, pro
     Returns a `BootstrapResult`; `result.confint(level)` gives percentile intervals. Deterministic for
     a seed, whatever the chunk size or number of devices. `chunk` overrides the problems per chunk
     (default: from free memory); `progress` forces the progress bar on or off (default: on for runs
-    of several chunks that take over a second).
+    of several chunks that take over a second). A GLMM (hj.glmer) runs its own batched refits.
     """
+    if getattr(model, "family", None) is not None:
+        return model.bootstrap(n=n, seed=seed, max_iter=max_iter)
     n = check_n(n)
     if getattr(model, "residual", None) is not None:
         return residual_bootstrap(model, n, seed, chunk, max_iter)

@@ -74,6 +74,7 @@ def _table(info, fixed_names, fixef, se, out, extra: dict) -> pd.DataFrame:
 def fit_many(formula: str, datasets, responses=None, REML: bool = True, chunk: int | None = None,
              progress: bool | None = None, max_iter: int = 200, correlation=None, weights=None) -> pd.DataFrame:
     """Fit one model structure to many data sets, or to many responses, in one batched program.
+    `fit_many(glmm, responses=Y)`: a fitted hj.glmer model refitted to each column of Y.
 
     `fit_many(formula, [df1, df2, ...])`: each DataFrame its own design (its own groups and rows);
     the model matrices follow the first one's coding. `fit_many(formula, data, responses=Y)`: one
@@ -86,6 +87,8 @@ def fit_many(formula: str, datasets, responses=None, REML: bool = True, chunk: i
     in a warning. `correlation` / `weights` (a variance function) add a residual structure (as lmer's;
     with responses= only), and the rows gain its parameters.
     """
+    if hasattr(formula, "refit_many"):   # a fitted GLMM: its structure refitted to each response
+        return formula.refit_many(responses, max_iter=max_iter)
     REML = require_bool(REML, "REML")
     if correlation is not None or weights is not None:
         return residual_fit_many(formula, datasets, responses, REML, correlation, weights, max_iter)

@@ -70,7 +70,10 @@ def pb_test(small, big, n: int = 1000, seed: int = 0, chunk: int | None = None,
     Both models are refitted by ML when fitted by REML; n responses are simulated from the small
     model's ML fit and both models refitted to each in one batched program. The statistic is
     2 (logLik_big − logLik_small); the χ² p-value uses df = the difference in parameter counts.
+    GLMMs (hj.glmer) are refitted by their own batched Laplace program.
     """
+    if getattr(small, "family", None) is not None:
+        return small.pb_test(big, n=n, seed=seed, max_iter=max_iter)
     n = check_n(n)
     for m, role in ((small, "small"), (big, "big")):
         if not hasattr(m, "info") or not hasattr(m, "fixef"):
