@@ -26,7 +26,7 @@ from .messages import warn
 from .model import agq, laplace
 from .model.family import Family, ResponseError, bad_rows
 from .model.layout import theta_layout
-from .optimize import gradient_and_hessian, minimize
+from .optimize import forward_hessian, minimize
 from .prior import evaluate, split_offsets, unique_rows, weights_and_offset
 
 RESPONSE = "glmer_response"
@@ -271,8 +271,8 @@ def lower_bounds(gd: GlmmData) -> np.ndarray:
 def fit_problem(problem: Problem, x0, lower, max_iter: int = 200):
     """Minimise the Laplace deviance over x = (θ, β[, log φ]) with exact derivatives; return the optimiser's
     state, the deviance's Hessian there (for vcov) and the conditional modes (one compiled program)."""
-    state = minimize(laplace_deviance, x0, lower, (problem,), max_iter=max_iter)
-    _, H = gradient_and_hessian(laplace_deviance, state.x, (problem,))
+    state = minimize(laplace_deviance, x0, lower, (problem,), max_iter=max_iter, derivs=forward_hessian)
+    _, H = forward_hessian(laplace_deviance, state.x, (problem,))
     return state, H, modes_at(state.x, problem)
 
 

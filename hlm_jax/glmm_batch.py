@@ -23,7 +23,7 @@ from .batch.devices import mesh, slot_width
 from .design import DesignError
 from .glmm import Problem, laplace_deviance, make_problem
 from .messages import warn
-from .optimize import batch_converged, gradient_and_hessian, minimize_queue
+from .optimize import batch_converged, forward_hessian, minimize_queue
 from .precision import float64
 
 def _with_response(problem: Problem, y) -> tuple[Problem]:
@@ -31,7 +31,7 @@ def _with_response(problem: Problem, y) -> tuple[Problem]:
 
 
 def _derivs(x, problem):
-    g, H = gradient_and_hessian(laplace_deviance, x, (problem,))
+    g, H = forward_hessian(laplace_deviance, x, (problem,))
     return laplace_deviance(x, problem), g, H
 
 

@@ -61,6 +61,18 @@ def gradient_and_hessian(fun: Callable, x, args):
     return g, jax.vmap(hvp)(jnp.eye(x.size, dtype=x.dtype))
 
 
+def forward_hessian(fun: Callable, x, args):
+    """Gradient and Hessian as forward-mode derivatives of the reverse-mode gradient (jacfwd of grad):
+    for objectives with an implicitly differentiated inner solve (the Laplace approximation) this
+    runs several times faster than linearising the gradient."""
+    def grad_twice(z):
+        g = jax.grad(fun)(z, *args)
+        return g, g
+
+    H, g = jax.jacfwd(grad_twice, has_aux=True)(x)
+    return g, H
+
+
 def _trial_points(x, g, H, lower, max_step):
     """Projected trial points (the ladder along the Newton direction, then escapes along negative
     curvature) and whether the free variables' Hessian is positive semi-definite."""
@@ -107,16 +119,17 @@ def _first_decrease(fun, trials, f, args):
 
 
 def newton_step(fun: Callable, state: NewtonState, lower, args, gtol: float, max_step: float,
-                search: str = "all") -> NewtonState:
+                search: str = "all", derivs: Callable = gradient_and_hessian) -> NewtonState:
     """One safeguarded projected Newton step for `fun(x, *args)` from `state`.
 
     The gradient and Hessian at state.x come first; if the projected gradient already meets
     the tolerance and the Hessian has no negative curvature (not a saddle), the state is marked
     converged and x stays. `search="all"` evaluates every
     trial point at once (for batches), "first" stops at the first decrease (for single fits).
+    `derivs(fun, x, args)` gives (∇f, ∇²f).
     """
     x = state.x
-    g, H = gradient_and_hessian(fun, x, args)
+    g, H = derivs(fun, x, args)
     grad_norm = jnp.max(jnp.abs(projected_gradient(x, g, lower)))
     trials, convex = _trial_points(x, g, H, lower, max_step)
     small = (grad_norm <= gtol * jnp.maximum(1.0, jnp.abs(state.f))) & convex
@@ -136,16 +149,17 @@ def initial_state(fun: Callable, x0, lower, args) -> NewtonState:
 
 
 def minimize(fun: Callable, x0, lower, args=(), max_iter: int = 200, gtol: float = 1e-10,
-             max_step: float = 0.5) -> NewtonState:
+             max_step: float = 0.5, derivs: Callable = gradient_and_hessian) -> NewtonState:
     """Minimise `fun(x, *args)` subject to x ≥ lower; stops when the projected gradient is
-    below gtol·max(1, |f|), when no trial step decreases f, or after max_iter steps."""
+    below gtol·max(1, |f|), when no trial step decreases f, or after max_iter steps. `derivs` gives
+    (∇f, ∇²f) (default `gradient_and_hessian`; `forward_hessian` where that is cheaper)."""
     state = initial_state(fun, x0, lower, args)
 
     def keep_going(s):
         return (s.iterations < max_iter) & ~s.converged & ~s.stalled
 
     return jax.lax.while_loop(
-        keep_going, lambda s: newton_step(fun, s, lower, args, gtol, max_step, search="first"), state)
+        keep_going, lambda s: newton_step(fun, s, lower, args, gtol, max_step, search="first", derivs=derivs), state)
 
 
 class QuasiNewtonState(NamedTuple):
