@@ -6,10 +6,10 @@ import os
 import jax
 import numpy as np
 from jax.sharding import Mesh
-from tqdm.auto import tqdm
 
 from ..design import bucket_length
 from ..distributed import agree_min, is_main
+from ..progress import bar
 
 
 # Slots stepping together per device (`optimize.minimize_queue`): on a CPU a few hundred problems keep
@@ -80,6 +80,5 @@ def chunk_indices(first: int, per_dev: int, n: int) -> tuple[np.ndarray, int]:
 
 
 def progress_bar(total: int, show: bool | None, desc: str):
-    """A tqdm bar over problems: shown when `show` is True; when None, only if the run lasts over 2 s."""
-    return tqdm(total=total, desc=desc, unit="fit", disable=show is False or not is_main(), delay=0 if show else 2.0,
-                leave=False)
+    """The batch's progress bar (hlm_jax.progress), drawn by the main process only."""
+    return bar(total, show if is_main() else False, desc)

@@ -34,6 +34,7 @@ from scipy import stats as sps
 from ..messages import warn
 from ..optimize import minimize
 from ..precision import float64
+from ..progress import bar as progress_bar
 from ..results import fit_design
 from ._likelihood import estimates_at, model_stats, n_and_p
 from .ddf import _satterthwaite_derivatives, positive_part_inverse, unprofiled_deviance
@@ -303,9 +304,11 @@ def _end_point(zeta, to_natural, c_hat, step, target, sign, c_limit, x_hat, max_
 
 
 @float64
-def profile_intervals(model, level: float = 0.95, which: list[str] | None = None) -> pd.DataFrame:
+def profile_intervals(model, level: float = 0.95, which: list[str] | None = None,
+                      progress: bool | None = None) -> pd.DataFrame:
     """lme4's confint(m, method = "profile", oldNames = FALSE): rows sd_*/cor_* per random term (θ order),
-    sigma, then the fixed effects; columns lower, upper. REML fits are profiled after an ML refit (lme4)."""
+    sigma, then the fixed effects; columns lower, upper. REML fits are profiled after an ML refit (lme4).
+    `progress`: a bar over the parameters (None: shown once profiling has lasted 2 s; False: never)."""
     target = _z_quantile(level)
     ml = fit_design(model.design, REML=False) if model.reml else model
     prof = _Profiler(ml)
@@ -317,6 +320,7 @@ def profile_intervals(model, level: float = 0.95, which: list[str] | None = None
     if unknown:
         raise KeyError(f"{unknown[0]!r} is not a parameter of the model; parameters are: {', '.join(names)}")
     rows = {}
+    pbar = progress_bar(len(wanted), progress, "profile", unit="parameter")
     for k, name in enumerate(var_names):
         if name not in wanted:
             continue
@@ -337,6 +341,7 @@ def profile_intervals(model, level: float = 0.95, which: list[str] | None = None
         lo = None if at_lower else _end_point(zeta, to_natural, c_hat, step, target, -1, limits[0], x_hat)
         hi = None if at_upper else _end_point(zeta, to_natural, c_hat, step, target, +1, limits[1], x_hat)
         rows[name] = (bounds[0] if lo is None else lo, bounds[1] if hi is None else hi)
+        pbar.update(1)
     se = ml.std_errors.to_numpy()
     for j, name in enumerate(fixed_names):
         if name not in wanted:
@@ -346,6 +351,8 @@ def profile_intervals(model, level: float = 0.95, which: list[str] | None = None
         lo = _end_point(zeta, float, b_hat, target * se[j], target, -1, None, b_hat)
         hi = _end_point(zeta, float, b_hat, target * se[j], target, +1, None, b_hat)
         rows[name] = (-np.inf if lo is None else lo, np.inf if hi is None else hi)
+        pbar.update(1)
+    pbar.close()
     if prof.min_dev < prof.base - 1e-6 * max(1.0, abs(prof.base)):
         warn(f"profiling found a lower deviance ({prof.min_dev:.6f}) than the fit's "
              f"({prof.base:.6f}): the fit had not converged; refit and profile again", RuntimeWarning)

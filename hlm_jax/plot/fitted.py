@@ -64,7 +64,7 @@ def spaghetti(model, x: str | None = None, factor: str | None = None, kind: str 
     x_name, xs = _column(model, x, k)
     y, fitted, population = model.info.y, model.fitted().to_numpy(), model.predict(re=False).to_numpy()
     if kind == "overlay":
-        fig, (a,) = panels(1, axes=ax, height=4.0)
+        fig, (a,) = panels(1, axes=ax, height=4.0, width=5.5)
         a.scatter(xs, y, s=4, color=DATA, alpha=0.3)
         for g in range(f.n_levels):
             rows = np.flatnonzero(f.codes == g)

@@ -9,7 +9,7 @@ import numpy as np
 PANEL = 3.2  # inches per panel side
 
 
-def panels(n: int, ncols: int | None = None, axes=None, height: float = PANEL):
+def panels(n: int, ncols: int | None = None, axes=None, height: float = PANEL, width: float = PANEL):
     """(figure, flat list of n axes): a near-square grid, or the caller's axes (one per panel)."""
     if axes is not None:
         flat = list(np.ravel(axes)) if np.iterable(axes) else [axes]
@@ -18,7 +18,7 @@ def panels(n: int, ncols: int | None = None, axes=None, height: float = PANEL):
         return flat[0].figure, flat
     ncols = ncols or min(n, math.ceil(math.sqrt(n)))
     nrows = math.ceil(n / ncols)
-    fig, grid = plt.subplots(nrows, ncols, figsize=(PANEL * ncols, height * nrows), squeeze=False)
+    fig, grid = plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows), squeeze=False)
     flat = list(grid.ravel())
     for extra in flat[n:]:
         extra.set_visible(False)

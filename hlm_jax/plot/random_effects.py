@@ -128,7 +128,7 @@ def shrinkage(model, factor: str | None = None, kind: str | None = None, ax=None
     n = table["n"].to_numpy(float)
     name = model.info.factors[k].name
     if kind == "n":
-        fig, axes = panels(len(cols), ncols=len(cols), axes=ax)
+        fig, axes = panels(len(cols), ncols=len(cols), axes=ax, width=4.5)
         for a, c in zip(axes, cols):
             blue, blup = table[f"blue_{c}"].to_numpy(), table[f"blup_{c}"].to_numpy()
             _population(a, n, table[f"population_{c}"].to_numpy(), horizontal=True)
@@ -140,7 +140,7 @@ def shrinkage(model, factor: str | None = None, kind: str | None = None, ax=None
             a.set_ylabel(c)
         axes[0].legend(fontsize="small")
     else:
-        fig, (a,) = panels(1, axes=ax, height=4.5)
+        fig, (a,) = panels(1, axes=ax, height=4.5, width=5.5)
         x, y = cols[0], cols[1]
         bx, by = table[f"blue_{x}"].to_numpy(), table[f"blue_{y}"].to_numpy()
         px, py = table[f"blup_{x}"].to_numpy(), table[f"blup_{y}"].to_numpy()
