@@ -85,7 +85,8 @@ def fit_many(formula: str, datasets, responses=None, REML: bool = True, chunk: i
     deviance), `converged`, `iterations`, and `nobs`/`ngroups`. Fits that cannot be made (X rank
     deficient in that data set, fewer than two groups) are NaN rows with converged False, reported
     in a warning. `correlation` / `weights` (a variance function) add a residual structure (as lmer's;
-    with responses= only), and the rows gain its parameters.
+    with responses= only), and the rows gain its parameters. `table.attrs["timing"]`: the batched run's
+    seconds, compile_s of them compiling.
     """
     if hasattr(formula, "refit_many"):   # a fitted GLMM: its structure refitted to each response
         return formula.refit_many(responses, max_iter=max_iter)
@@ -136,11 +137,12 @@ def fit_many(formula: str, datasets, responses=None, REML: bool = True, chunk: i
     empty = jnp.zeros((0,))
     target = Target(empty, empty, empty, empty, jnp.asarray(layout.start(), dtype=float),
                     jnp.asarray(layout.lower, dtype=float), jnp.asarray(float(REML)), layout.factor(0))
-    out, _ = run_given(target, data, m, chunk, progress, max_iter, "fit_many", (G, q, p, True))
+    out, timing = run_given(target, data, m, chunk, progress, max_iter, "fit_many", (G, q, p, True))
     out = _blank_failed(out, ok)
     fixef = beta0 + out["beta"]
     fixef[~ok] = np.nan
     table = _table(info, info.fixed_names, fixef, out["se"], out, {"nobs": sizes, "ngroups": n_groups})
+    table.attrs["timing"] = timing
     _report_failed(table, ok, "data set")
     return table
 
@@ -197,10 +199,11 @@ def _fit_responses(formula, data, responses, REML, chunk, progress, max_iter) ->
     data_y = (np.moveaxis(group_sums(codes, G, Z, Yc), -1, 0), (X.T @ Yc).T, np.sum(Yc * Yc, axis=0))
     layout = theta_layout(info.terms)
     target = make_target(X, Z, codes, G, layout, layout.start(), REML)
-    out, _ = run_given(target, data_y, m, chunk, progress, max_iter, "fit_many", (G, info.q, info.p))
+    out, timing = run_given(target, data_y, m, chunk, progress, max_iter, "fit_many", (G, info.q, info.p))
     table = _table(info, info.fixed_names, B0.T + out["beta"], out["se"], out,
                    {"nobs": np.full(m, info.nobs), "ngroups": np.full(m, G)})
     if names is not None:
         table.index = pd.Index(names)
+    table.attrs["timing"] = timing
     _report_failed(table, np.ones(m, bool), "response")
     return table

@@ -93,7 +93,7 @@ def pb_test(small, big, n: int = 1000, seed: int = 0, chunk: int | None = None,
     targets = (make_target(X_s, Z_s, codes, G, small_ml.layout, small_ml.theta, False),
                make_target(X_b, Z_b, codes, G, big_ml.layout, big_ml.theta, False))
     dims = (G, max(small.info.q, big.info.q), big.info.p)
-    (out_s, out_b), _ = run_simulated(simulator, targets, n, seed, chunk, progress, max_iter, "pb_test", dims)
+    (out_s, out_b), timing = run_simulated(simulator, targets, n, seed, chunk, progress, max_iter, "pb_test", dims)
     ref = np.maximum(out_s["objective"] - out_b["objective"], 0.0)
     converged = out_s["converged"] & out_b["converged"]
     used = ref[converged]
@@ -103,4 +103,4 @@ def pb_test(small, big, n: int = 1000, seed: int = 0, chunk: int | None = None,
     n_failed = int(np.sum(~converged))
     if n_failed:
         warn(f"{n_failed} of {n} bootstrap refits did not converge and were left out", BatchWarning)
-    return PBTest(float(stat), int(df), p_chisq, float(p_boot), ref, converged, n_failed)
+    return PBTest(float(stat), int(df), p_chisq, float(p_boot), ref, converged, n_failed, timing)

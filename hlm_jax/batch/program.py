@@ -1,24 +1,39 @@
 """The batched programs, chunk by chunk: simulated replicates or given statistics, sharded over devices."""
 from __future__ import annotations
 
-import time
-from functools import partial
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
+from ..compile_time import timed
 from ..distributed import gather
 from ..fit import SINGLE_FIT_OPTIONS
-from .devices import chunk_indices, chunk_size, mesh, progress_bar, slot_width
+from .devices import chunk_indices, chunk_size, mesh, on_cpu, progress_bar, slot_width
 from .simulate import Simulator
 from .targets import Target, fit_target
 
 
 # The classic CPU emitters (as single fits) compile a batched program in 2/3 of the time and run it faster.
-@partial(jax.jit, static_argnames=("width",), compiler_options=SINGLE_FIT_OPTIONS)
-def simulated_chunk(simulator: Simulator, targets: tuple, key, idx, n_total, max_iter, width: int):
+# On a CPU, a run of one small chunk is compile-bound: without LLVM's optimisations the program compiles
+# 3× faster and runs 1.6× slower (benchmarks/README.md), so small chunks take that variant.
+THROUGHPUT = SINGLE_FIT_OPTIONS
+LATENCY = {**SINGLE_FIT_OPTIONS, "xla_backend_optimization_level": 0}
+LATENCY_MAX_CHUNK = 2048
+
+
+def _jitted(fn) -> dict:
+    """fn compiled for throughput and for latency."""
+    return {False: jax.jit(fn, static_argnames=("width",), compiler_options=THROUGHPUT),
+            True: jax.jit(fn, static_argnames=("width",), compiler_options=LATENCY)}
+
+
+def for_latency(per_dev: int) -> bool:
+    """Whether chunks of per_dev problems per device take the fast-compiling program."""
+    return on_cpu() and per_dev <= LATENCY_MAX_CHUNK
+
+
+def _simulated_chunk(simulator: Simulator, targets: tuple, key, idx, n_total, max_iter, width: int):
     """Replicates `idx` (< n_total are real): draw, form each target's statistics, fit. The idx axis
     is sharded over the devices; each runs its own queue."""
 
@@ -38,6 +53,9 @@ def simulated_chunk(simulator: Simulator, targets: tuple, key, idx, n_total, max
                          check_vma=False)(simulator, targets, key, idx, n_total, max_iter)
 
 
+simulated_chunk = _jitted(_simulated_chunk)
+
+
 def bytes_per_problem(G: int, q: int, p: int, batched_design: bool = False) -> int:
     """Memory one queued problem holds: its statistics and results."""
     per_group = q * q + q * p + q if batched_design else q
@@ -50,12 +68,11 @@ def run_simulated(simulator, targets, n, seed, chunk, progress, max_iter, desc, 
     key = jax.random.PRNGKey(seed)
     sharding = NamedSharding(mesh(), PartitionSpec("batch"))
     merged = None
-    t0 = time.perf_counter()
     first, n_chunks = 0, 0
-    with progress_bar(n, progress, desc) as bar:
+    with timed() as timing, progress_bar(n, progress, desc) as bar:
         while first < n:
             idx, size = chunk_indices(first, per_dev, n)
-            out = simulated_chunk(simulator, targets, key, jax.device_put(idx, sharding), jnp.asarray(n, jnp.int32),
+            out = simulated_chunk[for_latency(per_dev)](simulator, targets, key, jax.device_put(idx, sharding), jnp.asarray(n, jnp.int32),
                                    jnp.asarray(max_iter, jnp.int32), width=slot_width())
             out = gather(out)
             if merged is None:
@@ -67,13 +84,10 @@ def run_simulated(simulator, targets, n, seed, chunk, progress, max_iter, desc, 
             bar.update(int(real.sum()))
             first += size
             n_chunks += 1
-    elapsed = time.perf_counter() - t0
-    return merged, dict(seconds=elapsed, chunk=per_dev * len(jax.devices()), chunks=n_chunks,
-                        devices=len(jax.devices()))
+    return merged, dict(timing, chunk=per_dev * len(jax.devices()), chunks=n_chunks, devices=len(jax.devices()))
 
 
-@partial(jax.jit, static_argnames=("width",), compiler_options=SINGLE_FIT_OPTIONS)
-def given_chunk(target: Target, data, valid, max_iter, width: int):
+def _given_chunk(target: Target, data, valid, max_iter, width: int):
     """Fit problems whose statistics are given (`data`: pytree, leading axis sharded over devices;
     `valid` marks real problems, a prefix on every device)."""
 
@@ -85,19 +99,21 @@ def given_chunk(target: Target, data, valid, max_iter, width: int):
                          check_vma=False)(target, data, valid, max_iter)
 
 
+given_chunk = _jitted(_given_chunk)
+
+
 def run_given(target: Target, data, n: int, chunk, progress, max_iter, desc, dims):
     """Fit n problems with given statistics (numpy pytree, leading axis n), chunk by chunk."""
     per_dev = chunk_size(n, bytes_per_problem(*dims), chunk)
     sharding = NamedSharding(mesh(), PartitionSpec("batch"))
     merged, first, n_chunks = None, 0, 0
-    t0 = time.perf_counter()
-    with progress_bar(n, progress, desc) as bar:
+    with timed() as timing, progress_bar(n, progress, desc) as bar:
         while first < n:
             idx, size = chunk_indices(first, per_dev, n)
             real = idx < n
             take = np.minimum(idx, n - 1)
             piece = jax.tree_util.tree_map(lambda a: jax.device_put(np.asarray(a)[take], sharding), data)
-            out = given_chunk(target, piece, jax.device_put(real, sharding), jnp.asarray(max_iter, jnp.int32),
+            out = given_chunk[for_latency(per_dev)](target, piece, jax.device_put(real, sharding), jnp.asarray(max_iter, jnp.int32),
                                width=slot_width())
             out = gather(out)
             if merged is None:
@@ -107,5 +123,4 @@ def run_given(target: Target, data, n: int, chunk, progress, max_iter, desc, dim
             bar.update(int(real.sum()))
             first += size
             n_chunks += 1
-    return merged, dict(seconds=time.perf_counter() - t0, chunk=per_dev * len(jax.devices()), chunks=n_chunks,
-                        devices=len(jax.devices()))
+    return merged, dict(timing, chunk=per_dev * len(jax.devices()), chunks=n_chunks, devices=len(jax.devices()))

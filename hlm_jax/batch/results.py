@@ -21,7 +21,8 @@ class BootstrapResult:
     `replicates`: one row per replicate: fixed effects by name, "sigma", then the standard deviations
     and correlations named as lme4's confint(oldNames=FALSE) names them; `theta` the replicates' θ
     (n × k, lme4's order); `converged` each replicate's convergence flag (failed replicates keep
-    their last iterate in `replicates` and are left out of `confint`).
+    their last iterate in `replicates` and are left out of `confint`); `timing` the batched run's
+    seconds, compile_s of them tracing and compiling, run_s the rest.
     """
 
     replicates: pd.DataFrame
@@ -85,7 +86,8 @@ class PBTest:
     """Parametric bootstrap likelihood-ratio test (pbkrtest's PBmodcomp) of nested models.
 
     `table` has rows "LRT" (χ² p-value) and "PBtest" (bootstrap p-value (1 + #{t* > t}) / (1 + #{t* > 0}),
-    as pbkrtest), columns stat, df, p_value; `reference` is the bootstrap distribution of the statistic.
+    as pbkrtest), columns stat, df, p_value; `reference` is the bootstrap distribution of the statistic;
+    `timing` the batched run's seconds (compile_s of them compiling).
     """
 
     stat: float
@@ -95,6 +97,7 @@ class PBTest:
     reference: np.ndarray
     converged: np.ndarray
     n_failed: int
+    timing: dict = field(default_factory=dict)
 
     @property
     def table(self) -> pd.DataFrame:
