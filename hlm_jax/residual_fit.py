@@ -27,7 +27,7 @@ from .fit import SINGLE_FIT_OPTIONS, ModelFit, ols_coefficients
 from .likelihood import lmm
 from .messages import warn
 from .model.layout import FactorStructure, theta_layout
-from .model.residual import Residual, ResidualSpecError, bind
+from .model.residual import AR1, Residual, ResidualSpecError, bind
 from .optimize import batch_converged, minimize
 from .precision import float64
 
@@ -45,6 +45,7 @@ class ResidualData:
     n_theta: int = field(metadata=dict(static=True))
     n_slots: int = field(metadata=dict(static=True))
     structure: FactorStructure = field(metadata=dict(static=True))
+    unit_lags: bool = field(default=False, metadata=dict(static=True))
 
     def with_response(self, ys: tuple, beta0) -> "ResidualData":
         """The same model with other padded responses (one (groups × rows) array per bucket)."""
@@ -76,11 +77,61 @@ def residual_data(design: Design, values: dict, correlation, variance) -> Residu
         aux.append(sort(a))  # padding cells hold row 0's inputs: valid values, so derivatives stay finite
     layout = theta_layout(info.terms)
     return ResidualData(tuple(buckets), tuple(aux), ols_coefficients(info.X, info.y), residual, layout.size,
-                        bucket_length(info.n_groups + 1), layout.factor(0))
+                        bucket_length(info.n_groups + 1), layout.factor(0), _unit_lags(residual, buckets, aux))
 
 
-def whitened_stats(eta: jax.Array, data: ResidualData) -> tuple[lmm.Stats, jax.Array]:
-    """lme4's sufficient statistics of the whitened model and Σ_g log|R_g| at η."""
+def _unit_lags(residual: Residual, buckets, aux) -> bool:
+    """AR(1) with every within-group gap 1 and no variance function: the lag statistics apply."""
+    cor = residual.correlation
+    if residual.variance is not None or not isinstance(cor, AR1) or cor.continuous:
+        return False
+    return all(np.all(np.diff(a[..., 0], axis=1)[np.asarray(b.mask)[:, 1:] > 0] == 1) for b, a in zip(buckets, aux))
+
+
+@jax.tree_util.register_dataclass
+@dataclass(frozen=True)
+class LagStats:
+    """Per group slot, for AR(1) with unit gaps: with w_t = (x_t, z_t, y_t − x_tβ₀) the rows, the first
+    row's w₁w₁ᵀ and, over t ≥ 2, A₀ = Σ w_tw_tᵀ, A₁ = Σ (w_tw_{t−1}ᵀ + w_{t−1}w_tᵀ), A₂ = Σ w_{t−1}w_{t−1}ᵀ,
+    so that the whitened cross-products are w₁w₁ᵀ + (A₀ − Phi A₁ + Phi² A₂)/(1 − Phi²): each evaluation
+    costs O(groups), not O(rows), and a bootstrap replicate forms them once."""
+
+    first: jax.Array
+    lag0: jax.Array
+    lag1: jax.Array
+    lag2: jax.Array
+    rows: jax.Array
+    data: ResidualData
+
+    @property
+    def n_theta(self) -> int:
+        return self.data.n_theta
+
+
+def lag_stats(data: ResidualData) -> LagStats:
+    """The lag statistics of `data` (its y centred at β₀)."""
+    k = data.buckets[0].X.shape[-1] + data.buckets[0].Z.shape[-1] + 1
+    out = [jnp.zeros((data.n_slots, k, k)) for _ in range(4)] + [jnp.zeros(data.n_slots)]
+    for b in data.buckets:
+        w = jnp.concatenate([b.X, b.Z, ((b.y - b.X @ data.beta0) * b.mask)[..., None]], axis=-1)
+        now, before, real = w[:, 1:], w[:, :-1], b.mask[:, 1:, None, None]
+        cross = jnp.einsum("gti,gtj->gij", now, before)
+        parts = (jnp.einsum("gi,gj->gij", w[:, 0], w[:, 0]), jnp.einsum("gti,gtj->gij", now, now),
+                 cross + jnp.swapaxes(cross, 1, 2), jnp.sum(real * before[..., :, None] * before[..., None, :], axis=1),
+                 jnp.sum(b.mask, axis=1))
+        out = [o.at[b.group].add(v) for o, v in zip(out, parts)]
+    return LagStats(*out, data)
+
+
+def prepare(data: ResidualData):
+    """What the criterion reads: the lag statistics where they apply, else the padded tensors."""
+    return lag_stats(data) if data.unit_lags else data
+
+
+def whitened_stats(eta: jax.Array, data) -> tuple[lmm.Stats, jax.Array]:
+    """lme4's sufficient statistics of the whitened model and Σ_g log|R_g| at η (`data`: from `prepare`)."""
+    if isinstance(data, LagStats):
+        return _lagged_stats(eta, data)
     res = data.residual
     buckets, logdet = [], jnp.zeros((), eta.dtype)
     for b, aux in zip(data.buckets, data.aux):
@@ -92,13 +143,25 @@ def whitened_stats(eta: jax.Array, data: ResidualData) -> tuple[lmm.Stats, jax.A
     return lmm.Stats(*parts, structure=data.structure), logdet
 
 
-def objective(x: jax.Array, data: ResidualData, reml: jax.Array) -> jax.Array:
+def _lagged_stats(eta: jax.Array, lag: LagStats) -> tuple[lmm.Stats, jax.Array]:
+    phi = lag.data.residual.correlation.natural(eta)[0]
+    W = lag.first + (lag.lag0 - phi * lag.lag1 + phi * phi * lag.lag2) / (1.0 - phi * phi)
+    b = lag.data.buckets[0]
+    p, q = b.X.shape[-1], b.Z.shape[-1]
+    z = slice(p, p + q)
+    total = jnp.sum(W, axis=0)
+    stats = lmm.Stats(W[:, z, z], W[:, z, :p], W[:, z, -1], total[:p, :p], total[:p, -1], total[-1, -1],
+                      jnp.sum(lag.rows), structure=lag.data.structure)
+    return stats, jnp.sum(jnp.maximum(lag.rows - 1.0, 0.0)) * jnp.log1p(-phi * phi)
+
+
+def objective(x: jax.Array, data, reml: jax.Array) -> jax.Array:
     """The profiled REML criterion or ML deviance (−2 log-likelihood) at x = (θ, η)."""
     stats, logdet = whitened_stats(x[data.n_theta:], data)
     return lmm.objective(x[:data.n_theta], stats, reml) + logdet
 
 
-def estimates(x: jax.Array, data: ResidualData, reml: jax.Array) -> lmm.Estimates:
+def estimates(x: jax.Array, data, reml: jax.Array) -> lmm.Estimates:
     """β̂ (GLS, relative to β₀), σ̂, vcov(β̂), b̂ and cov(b | y) at x, with the full criterion."""
     stats, logdet = whitened_stats(x[data.n_theta:], data)
     est = lmm.estimates(x[:data.n_theta], stats, reml)
@@ -111,6 +174,7 @@ def _bounds(data: ResidualData, lower_theta: np.ndarray) -> np.ndarray:
 
 @partial(jax.jit, static_argnames=("max_iter",), compiler_options=SINGLE_FIT_OPTIONS)
 def _fit(data: ResidualData, x0, lower, reml, max_iter: int = 200):
+    data = prepare(data)
     state = minimize(objective, x0, lower, (data, reml), max_iter=max_iter)
     return state, estimates(state.x, data, reml)
 
@@ -189,7 +253,7 @@ def simulate(model, nsim: int, seed: int) -> np.ndarray:
 def _fit_batch(data: ResidualData, ys, beta0s, x0, lower, reml, max_iter: int):
     """Fit every problem of the batch (leading axis of ys and beta0s) from x0."""
     def one(y, beta0):
-        d = data.with_response(y, beta0)
+        d = prepare(data.with_response(y, beta0))
         state = minimize(objective, x0, lower, (d, reml), max_iter=max_iter)
         est = estimates(state.x, d, reml)
         return dict(x=state.x, objective=est.objective, beta=beta0 + est.beta, sigma=est.sigma,

@@ -41,6 +41,7 @@ class AR1:
 
     time: str | None = None
     continuous: bool = False
+    gap_bits: int = 1
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -59,7 +60,12 @@ class AR1:
         return f"{kind} in {self.time}" if self.time else f"{kind} in row order within groups"
 
     def bind(self, values: dict, sizes: np.ndarray) -> "AR1":
-        return self
+        """With integer times, the bits the largest gap needs (phi^gap by that many squarings)."""
+        if self.time is None or self.continuous:
+            return self
+        t = np.asarray(values[self.time], dtype=float)
+        gap = int(np.max(np.abs(t)) * 2 + 1) if t.size else 1
+        return AR1(self.time, False, max(gap.bit_length(), 1))
 
     def setup(self, values: dict, order_in_group: np.ndarray) -> np.ndarray:
         """Per-row times (the order within the group when `time` is None); checks integer times."""
@@ -85,7 +91,7 @@ class AR1:
         if self.continuous:
             c = jnp.exp(gap * jax.nn.log_sigmoid(eta[0]))
         else:
-            c = _integer_power(self.natural(eta)[0], gap)
+            c = _integer_power(self.natural(eta)[0], gap, self.gap_bits)
         return jnp.concatenate([jnp.zeros_like(t[:, :1]), jnp.where(real, c, 0.0)], axis=1)
 
     def whiten(self, eta, t, T, mask):
@@ -116,9 +122,11 @@ def CAR1(time: str) -> AR1:
     return AR1(time, continuous=True)
 
 
-def _integer_power(phi, k, bits: int = 24):
+def _integer_power(phi, k, bits: int):
     """phi^k for integer-valued k (0 ≤ k < 2^bits), any sign of phi, by repeated squaring: a polynomial
     in phi, so every derivative is finite at phi = 0 (jnp.power's second derivative is not)."""
+    if bits == 1:
+        return jnp.where(k == 1.0, phi, 1.0)
     k = jnp.round(k).astype(jnp.int64)
     out, square = jnp.ones_like(k, dtype=phi.dtype), phi
     for b in range(bits):
