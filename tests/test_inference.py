@@ -385,3 +385,23 @@ def test_kenward_roger_two_terms_on_one_factor():
     rel_close(kr["df"], list(ref["df"].values()), rtol=1e-3)
     rel_close(kr["std_error"], list(ref["se"].values()), rtol=1e-4)
     rel_close(ddf_mod.kenward_roger_pieces(m).vcov_adj, ref["vcov_adj"], rtol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def exam_interaction():
+    return hj.lmer(load_reference("exam_anova_ddf")["formula"], hj.datasets.load("exam"))
+
+
+@pytest.mark.parametrize("ddf", ["Satterthwaite", "Kenward-Roger"])
+def test_anova_type1_with_ddf_matches_lmertest(ddf, exam_interaction):
+    ref = load_reference("exam_anova_ddf")
+    m = exam_interaction
+    table = hj.anova(m, ddf=ddf.lower()).table
+    want = ref[ddf]
+    assert list(table.index) == want["term"] and list(table["NumDF"]) == want["NumDF"]
+    np.testing.assert_allclose(table["F value"], want["F"], rtol=1e-4)
+    np.testing.assert_allclose(table["DenDF"], want["DenDF"], rtol=1e-3)
+    np.testing.assert_allclose(table["Pr(>F)"], want["p"], rtol=1e-3, atol=1e-12)
+    lme4 = hj.anova(m).table  # lme4's own anova(m): F from R_X of XᵀV⁻¹X
+    np.testing.assert_allclose(lme4["F value"], ref["lme4"]["F"], rtol=1e-4)
+    assert list(lme4["npar"]) == ref["lme4"]["npar"]

@@ -83,9 +83,10 @@ def _same_data(models, names) -> None:
 
 
 @float64
-def anova(*models, names: list[str] | None = None, refit: bool = True) -> AnovaResult | FTable:
+def anova(*models, names: list[str] | None = None, refit: bool = True, ddf: str | None = None) -> AnovaResult | FTable:
     """Likelihood-ratio tests of nested fits: hj.anova(m0, m1, ...); one fit gives lme4's sequential
-    F table (hj.anova(m)); least-squares fits give R's F test (hj.anova(ols1, ols2)).
+    F table (hj.anova(m); with ddf="satterthwaite" or "kenward-roger" lmerTest's type I table with
+    DenDF and Pr(>F)); least-squares fits give R's F test (hj.anova(ols1, ols2)).
 
     REML fits are refitted by ML first (refit=False compares the REML criteria as they are,
     which is valid only when the fixed effects are the same). Raises DifferentDataError when the
@@ -98,7 +99,7 @@ def anova(*models, names: list[str] | None = None, refit: bool = True) -> AnovaR
             raise ValueError("anova() of least-squares fits compares two or more nested models")
         return lm_table(*models)
     if len(models) == 1:
-        return sequential_table(models[0])
+        return sequential_table(models[0], ddf)
     if len(models) < 2:
         raise ValueError("anova() takes one model (its F table) or two or more models to compare; got none")
     names = list(names) if names is not None else [f"m{i}" for i in range(len(models))]

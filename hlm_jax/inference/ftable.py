@@ -14,7 +14,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
+from .. import fixed
 from ..report import format_pvalues, table_text
+from .ddf import canonical_method, kenward_roger_pieces, satterthwaite_pieces
 
 
 @dataclass
@@ -36,7 +38,7 @@ class FTable:
 def _cell(column: str, value) -> str:
     if not np.isfinite(value):
         return ""
-    if column in ("npar", "Res.Df", "Df"):
+    if column in ("npar", "Res.Df", "Df", "NumDF"):
         return f"{int(value)}"
     if column.startswith("Pr("):
         return format_pvalues(np.array([value]))[0]
@@ -45,18 +47,19 @@ def _cell(column: str, value) -> str:
     return f"{value:.5g}"
 
 
-def sequential_table(model) -> FTable:
-    """lme4's anova(m) for one fit: npar, Sum Sq, Mean Sq and F value per term, in formula order."""
+def sequential_table(model, ddf: str | None = None) -> FTable:
+    """lme4's anova(m) for one fit: npar, Sum Sq, Mean Sq and F value per term, in formula order.
+    With ddf ("satterthwaite" or "kenward-roger") lmerTest's type I table instead: each term's
+    contrast is its rows of the Cholesky factor of XᵀX (lmerTest's Doolittle rows), F and DenDF from
+    Satterthwaite's method (lmerTest's contestMD) or Kenward-Roger's (pbkrtest's adjusted vcov, Lb_ddf)."""
+    if ddf is not None:
+        return _ddf_table(model, ddf)
     V = model.vcov.to_numpy()
     sigma2 = model.sigma ** 2
     U = np.linalg.cholesky(sigma2 * np.linalg.inv(V)).T  # R_X: R_XᵀR_X = σ² vcov⁻¹
     ss_columns = (U @ model.fixef.to_numpy()) ** 2
-    info = model.info
     rows = []
-    for k, term in enumerate(info.fixed_terms):
-        mine = info.fixed_assign == k
-        if term == "(Intercept)" or not mine.any():
-            continue
+    for term, mine in _terms(model.info):
         ss = float(ss_columns[mine].sum())
         npar = int(mine.sum())
         rows.append((term, npar, ss, ss / npar, ss / npar / sigma2))
@@ -65,6 +68,52 @@ def sequential_table(model) -> FTable:
     return FTable(table, ["Analysis of Variance Table"])
 
 
+def _terms(info):
+    """(R's term label, mask of its kept columns) for each term but the intercept, in formula order."""
+    for k, term in enumerate(info.fixed_terms):
+        mine = info.fixed_assign == k
+        if term != "(Intercept)" and mine.any():
+            yield term, mine
+
+
+def _ddf_table(model, ddf: str) -> FTable:
+    method = canonical_method(ddf)
+    pieces = satterthwaite_pieces(model) if method == "satterthwaite" else kenward_roger_pieces(model)
+    U = np.linalg.cholesky(fixed.gram(model.info.X)).T
+    beta = model.fixef.to_numpy()
+    sigma2 = model.sigma ** 2
+    rows = []
+    for term, mine in _terms(model.info):
+        L = U[mine]
+        if method == "satterthwaite":
+            F, q, den = _satterthwaite_f(L, beta, pieces)
+        else:
+            Lb = L @ beta
+            q = np.linalg.matrix_rank(L)
+            F, den = float(Lb @ np.linalg.solve(L @ pieces.vcov_adj @ L.T, Lb)) / q, pieces.df(L)
+        rows.append((term, F * sigma2 * q, F * sigma2, q, den, F, float(sps.f.sf(F, q, den))))
+    table = pd.DataFrame([r[1:] for r in rows], index=[r[0] for r in rows],
+                         columns=["Sum Sq", "Mean Sq", "NumDF", "DenDF", "F value", "Pr(>F)"])
+    name = "Satterthwaite's" if method == "satterthwaite" else "Kenward-Roger's"
+    return FTable(table, [f"Type I Analysis of Variance Table with {name} method"])
+
+
+def _satterthwaite_f(L: np.ndarray, beta: np.ndarray, pieces) -> tuple[float, int, float]:
+    """lmerTest's contestMD: F over the eigen-directions of L V Lᵀ, each with its Satterthwaite df ν_m,
+    and DenDF = 2E/(E − q) with E = Σ ν_m/(ν_m − 2) (2 when some ν_m ≤ 2; ν itself when q = 1)."""
+    w, P = np.linalg.eigh(L @ pieces.point.vcov @ L.T)
+    keep = w > 1e-8 * max(w.max(), 0.0)
+    PL = P[:, keep].T @ L
+    q = int(keep.sum())
+    F = float(((PL @ beta) ** 2 / w[keep]).sum() / q)
+    grads = np.einsum("mi,ijk,mj->mk", PL, pieces.jac, PL)
+    nu = 2.0 * w[keep] ** 2 / np.einsum("mk,kl,ml->m", grads, pieces.A, grads)
+    if q == 1:
+        return F, q, float(nu[0])
+    if np.any(nu <= 2):
+        return F, q, 2.0
+    E = float((nu / (nu - 2)).sum())
+    return F, q, 2.0 * E / (E - q)
 def lm_table(*models) -> FTable:
     """R's anova(lm1, lm2, ...): residual df and RSS per model, and the F test of each against the one
     before it, scaled by the residual mean square of the largest model (fewest residual df)."""
