@@ -23,19 +23,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 import hlm_jax as hj  # noqa: E402
-
-
-def timed(fn, repeats: int = 3):
-    """(first call, best warm call) in seconds, and the last result."""
-    t0 = time.perf_counter()
-    result = fn()
-    first = time.perf_counter() - t0
-    warm = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        result = fn()
-        warm.append(time.perf_counter() - t0)
-    return first, min(warm), result
+from bench_batch import timed  # noqa: E402  (benchmarks/ is the script's directory)
 
 
 def panel(subjects: int, times: int = 10, phi: float = 0.5, seed: int = 0) -> pd.DataFrame:

@@ -169,3 +169,29 @@ def test_lag_statistics_give_the_whitened_criterion():
             for reml in (0.0, 1.0):
                 x = jnp.asarray(x)
                 assert float(objective(x, lag, reml)) == pytest.approx(float(objective(x, data, reml)), rel=1e-12)
+
+
+SHARDED = """
+import os, sys
+os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
+import jax, numpy as np
+import hlm_jax as hj
+assert len(jax.devices()) == 4
+m = hj.lmer("distance ~ age * Sex + (1|Subject)", hj.datasets.load("orthodont"), correlation=hj.AR1())
+boot = m.bootstrap(n=10, seed=3)
+np.save(sys.argv[1], boot.replicates.to_numpy())
+"""
+
+
+@pytest.mark.slow
+def test_ar1_bootstrap_over_four_devices_equals_one_device(tmp_path):
+    """The bootstrap's batch axis is laid out over every device; four host devices give the same fits."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "sharded.npy"
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    subprocess.run([sys.executable, "-c", SHARDED, str(out)], check=True, env=env, timeout=600)
+    m = hj.lmer(ORTHODONT, orthodont(), correlation=hj.AR1())
+    np.testing.assert_allclose(np.load(out), m.bootstrap(n=10, seed=3).replicates.to_numpy(), rtol=1e-7, atol=1e-9)
