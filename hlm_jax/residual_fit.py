@@ -187,9 +187,38 @@ class ResidualFit(NamedTuple):
     data: ResidualData
 
 
+FITTED = "fitted"  # a variance covariate that is the model's fitted values (nlme's ~fitted(.))
+
+
 def fit_residual_model(design: Design, values: dict, correlation, variance, reml: bool,
-                       max_iter: int = 200) -> tuple[ModelFit, np.ndarray, ResidualFit]:
-    """Fit; returns the lmer-shaped fit (state over θ only), β₀ and the residual part."""
+                       max_iter: int = 200, rounds: int = 200, tol: float = 1e-10) -> tuple[ModelFit, np.ndarray, ResidualFit]:
+    """Fit; returns the lmer-shaped fit (state over θ only), β₀ and the residual part.
+
+    A variance function of the fitted values follows nlme: fit with the last fit's fitted values
+    (Xβ̂ + Zb̂) held as the covariate, starting from the fit without the variance function, until the
+    fitted values settle (to `tol` relative). The result is that fixed point, not one likelihood's optimum.
+    """
+    if variance is None or FITTED not in variance.columns:
+        return _fit_once(design, values, correlation, variance, reml, max_iter)
+    raw, beta0, _ = _fit_once(design, values, correlation, None, reml, max_iter)
+    fitted = _fitted_values(design, raw, beta0)
+    for _ in range(rounds):
+        raw, beta0, residual = _fit_once(design, {**values, FITTED: fitted}, correlation, variance, reml, max_iter)
+        fitted, before = _fitted_values(design, raw, beta0), fitted
+        if np.max(np.abs(fitted - before)) <= tol * max(1.0, np.max(np.abs(before))):
+            return raw, beta0, residual
+    warn(f"the fitted values did not settle in {rounds} rounds of the variance function's update")
+    return raw, beta0, residual
+
+
+def _fitted_values(design: Design, raw: ModelFit, beta0: np.ndarray) -> np.ndarray:
+    """Xβ̂ + Zb̂ per row (one grouping factor)."""
+    info = design.info
+    return info.X @ (beta0 + raw.est.beta) + np.einsum("nq,nq->n", info.Z, raw.modes[0][info.group_codes])
+
+
+def _fit_once(design: Design, values: dict, correlation, variance, reml: bool,
+              max_iter: int) -> tuple[ModelFit, np.ndarray, ResidualFit]:
     data = residual_data(design, values, correlation, variance)
     layout = theta_layout(design.info.terms)
     x0 = np.concatenate([layout.start(), data.residual.start()])
@@ -201,8 +230,8 @@ def fit_residual_model(design: Design, values: dict, correlation, variance, reml
 
 
 def structure_columns(correlation, variance) -> list[str]:
-    """The data columns the residual structures read."""
-    return list(dict.fromkeys(c for s in (correlation, variance) if s is not None for c in s.columns))
+    """The data columns the residual structures read (not `fitted`, which the fit supplies)."""
+    return list(dict.fromkeys(c for s in (correlation, variance) if s is not None for c in s.columns if c != FITTED))
 
 
 def residual_rows(data: pd.DataFrame, correlation, variance) -> pd.DataFrame:

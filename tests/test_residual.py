@@ -62,6 +62,8 @@ SLOW_CASES = [
     ("sleepstudy_ar1_reml", "Reaction ~ Days + (1|Subject)", lambda: hj.datasets.load("sleepstudy"),
      dict(correlation=hj.AR1())),
     ("orthodont_ar1_varident_reml", ORTHODONT, orthodont, dict(correlation=hj.AR1(), weights=hj.VarIdent("Sex"))),
+    # nlme's default varPower(): a power of the fitted values, updated between fits until they settle
+    ("orthodont_varpower_fitted_reml", ORTHODONT, orthodont, dict(weights=hj.VarPower("fitted"))),
 ]
 
 

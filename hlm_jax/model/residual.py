@@ -346,13 +346,13 @@ class Residual:
         return 0 if self.correlation is None else len(self.correlation.names)
 
     def start(self) -> np.ndarray:
-        return np.concatenate([s.start() for s in self.parts])
+        return np.concatenate([np.zeros(0)] + [s.start() for s in self.parts])
 
     def natural(self, eta):
         """The parameters on the users' scale (nlme's summary: Phi, Rho, sd ratios, power, expon)."""
         k = self.n_cor
         pieces = (eta[:k], eta[k:]) if self.correlation is not None else (eta,)
-        return jnp.concatenate([s.natural(e) for s, e in zip(self.parts, pieces)])
+        return jnp.concatenate([jnp.zeros(0, eta.dtype)] + [s.natural(e) for s, e in zip(self.parts, pieces)])
 
     def _sd(self, eta, aux, mask):
         if self.variance is None:

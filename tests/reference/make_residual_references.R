@@ -68,3 +68,7 @@ case("orthodont_ar1_reml_se", orth_call(random = ~1 | Subject, correlation = cor
      "orthodont", "lme(distance ~ age * Sex, random = ~1|Subject, correlation = corAR1(form = ~1|Subject))")
 case("orthodont_varident_reml_se", orth_call(random = ~1 | Subject, weights = varIdent(form = ~1 | Sex)),
      "orthodont", "lme(distance ~ age * Sex, random = ~1|Subject, weights = varIdent(form = ~1|Sex))")
+# variance a power of the fitted values (nlme's default form = ~fitted(.)): nlme updates the fitted values
+# between optimisations until they settle
+case("orthodont_varpower_fitted_reml", orth_call(random = ~1 | Subject, weights = varPower()),
+     "orthodont", "lme(distance ~ age * Sex, random = ~1|Subject, weights = varPower())")
