@@ -12,6 +12,10 @@ EVENTS = ("/jax/core/compile/jaxpr_trace_duration", "/jax/core/compile/jaxpr_to_
           "/jax/core/compile/backend_compile_duration")
 _total = [0.0]
 
+# For programs run once per model or on tiny data, where compile time is all: XLA's classic CPU emitters
+# and no LLVM optimisation compile 3-6x faster (benchmarks/README.md). Other backends ignore the first.
+ONCE = {"xla_cpu_use_fusion_emitters": False, "xla_backend_optimization_level": 0}
+
 
 def _record(event: str, seconds: float, **_) -> None:
     if event in EVENTS:

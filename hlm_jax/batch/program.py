@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
-from ..compile_time import timed
+from ..compile_time import ONCE, timed
 from ..distributed import gather
 from ..fit import SINGLE_FIT_OPTIONS
 from .devices import chunk_indices, chunk_size, mesh, on_cpu, progress_bar, slot_width
@@ -18,7 +18,7 @@ from .targets import Target, fit_target
 # On a CPU, a run of one small chunk is compile-bound: without LLVM's optimisations the program compiles
 # 3× faster and runs 1.6× slower (benchmarks/README.md), so small chunks take that variant.
 THROUGHPUT = SINGLE_FIT_OPTIONS
-LATENCY = {**SINGLE_FIT_OPTIONS, "xla_backend_optimization_level": 0}
+LATENCY = ONCE
 LATENCY_MAX_CHUNK = 2048
 
 

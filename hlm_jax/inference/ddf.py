@@ -38,6 +38,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
+from ..compile_time import ONCE
 from ..design import NotYetSupportedError
 from ..messages import warn
 from ..precision import float64
@@ -71,9 +72,6 @@ def evaluation_point(model, theta=None) -> Point:
     est = _estimates_jit(jnp.asarray(theta, float), stats, jnp.asarray(float(model.reml)))
     return Point(np.asarray(theta, float), float(est.sigma), beta0 + np.asarray(est.beta), np.asarray(est.vcov_beta))
 
-
-# Programs run once per model: XLA's backend optimisations cost more compile time than they save.
-ONCE = {"xla_backend_optimization_level": 0}
 
 _estimates_jit = jax.jit(estimates_at, compiler_options=ONCE)
 

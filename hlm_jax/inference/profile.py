@@ -24,6 +24,8 @@ for an sd estimated at 0).
 """
 from __future__ import annotations
 
+from functools import partial
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -31,6 +33,7 @@ import pandas as pd
 from scipy import optimize as spo
 from scipy import stats as sps
 
+from ..compile_time import ONCE
 from ..messages import warn
 from ..optimize import minimize
 from ..precision import float64
@@ -111,7 +114,7 @@ def _variance_objective(x, kind, value, E_k, E_l, stats):
     return unprofiled_deviance(varpar, stats, jnp.zeros(())) + penalty
 
 
-@jax.jit
+@partial(jax.jit, compiler_options=ONCE)
 def _minimise_variance(x0, lower, kind, value, E_k, E_l, stats):
     """Minimise over x = (θ, log σ) ≥ lower from each start (rows of x0) at once."""
 
@@ -133,7 +136,7 @@ def fixed_profile_objective(theta, j, delta, stats):
     return logdet + n * (1.0 + jnp.log(2.0 * jnp.pi * r2 / n))
 
 
-@jax.jit
+@partial(jax.jit, compiler_options=ONCE)
 def _minimise_fixed(theta0, lower, j, delta, stats):
     state = minimize(fixed_profile_objective, theta0, lower, (j, delta, stats), max_iter=100)
     return state.x, state.f
