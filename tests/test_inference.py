@@ -405,3 +405,19 @@ def test_anova_type1_with_ddf_matches_lmertest(ddf, exam_interaction):
     lme4 = hj.anova(m).table  # lme4's own anova(m): F from R_X of XᵀV⁻¹X
     np.testing.assert_allclose(lme4["F value"], ref["lme4"]["F"], rtol=1e-4)
     assert list(lme4["npar"]) == ref["lme4"]["npar"]
+
+
+@pytest.mark.parametrize("ddf", ["Satterthwaite", "Kenward-Roger"])
+def test_anova_type3_matches_lmertest(ddf):
+    ref = load_reference("exam_anova_type3")
+    m = hj.lmer(ref["formula"], hj.datasets.load("exam"))
+    table = hj.anova(m, type=3, ddf=ddf.lower()).table
+    want = ref[ddf]
+    assert list(table.index) == want["term"] and list(table["NumDF"]) == want["NumDF"]
+    np.testing.assert_allclose(table["F value"], want["F"], rtol=1e-4)
+    np.testing.assert_allclose(table["DenDF"], want["DenDF"], rtol=1e-3)
+
+
+def test_anova_type3_of_a_term_inside_an_interaction_is_not_guessed(exam_interaction):
+    with pytest.raises(hj.NotYetSupportedError, match="contained in an interaction"):
+        hj.anova(exam_interaction, type=3)

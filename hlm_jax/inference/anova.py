@@ -17,7 +17,7 @@ from ..ols import LmModel
 from ..precision import float64
 from ..report import html_block, html_frame, table_text
 from ..results import fit_design
-from .ftable import FTable, lm_table, sequential_table
+from .ftable import FTable, lm_table, marginal_table, sequential_table
 
 
 class DifferentDataError(ValueError):
@@ -83,10 +83,11 @@ def _same_data(models, names) -> None:
 
 
 @float64
-def anova(*models, names: list[str] | None = None, refit: bool = True, ddf: str | None = None) -> AnovaResult | FTable:
+def anova(*models, names: list[str] | None = None, refit: bool = True, ddf: str | None = None,
+          type: int = 1) -> AnovaResult | FTable:
     """Likelihood-ratio tests of nested fits: hj.anova(m0, m1, ...); one fit gives lme4's sequential
     F table (hj.anova(m); with ddf="satterthwaite" or "kenward-roger" lmerTest's type I table with
-    DenDF and Pr(>F)); least-squares fits give R's F test (hj.anova(ols1, ols2)).
+    DenDF and Pr(>F); type=3: lmerTest's marginal tests); least-squares fits give R's F test (hj.anova(ols1, ols2)).
 
     REML fits are refitted by ML first (refit=False compares the REML criteria as they are,
     which is valid only when the fixed effects are the same). Raises DifferentDataError when the
@@ -99,6 +100,8 @@ def anova(*models, names: list[str] | None = None, refit: bool = True, ddf: str 
             raise ValueError("anova() of least-squares fits compares two or more nested models")
         return lm_table(*models)
     if len(models) == 1:
+        if type == 3:
+            return marginal_table(models[0], ddf or "satterthwaite")
         return sequential_table(models[0], ddf)
     if len(models) < 2:
         raise ValueError("anova() takes one model (its F table) or two or more models to compare; got none")

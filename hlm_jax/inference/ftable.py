@@ -15,6 +15,7 @@ import pandas as pd
 from scipy import stats as sps
 
 from .. import fixed
+from ..design import NotYetSupportedError
 from ..report import format_pvalues, table_text
 from .ddf import canonical_method, kenward_roger_pieces, satterthwaite_pieces
 
@@ -47,13 +48,27 @@ def _cell(column: str, value) -> str:
     return f"{value:.5g}"
 
 
+def marginal_table(model, ddf: str = "satterthwaite") -> FTable:
+    """lmerTest's type III table (anova(m, type = 3)) for models whose terms are not marginal to one
+    another: each term is tested by its own coefficients (L selects its columns). With interactions,
+    lmerTest's type III contrasts depend on the coding and are not computed here."""
+    info = model.info
+    sets = [set(t.split(":")) for t, _ in _terms(info)]
+    nested = [t for (t, _), a in zip(_terms(info), sets) if any(a < b for b in sets)]
+    if nested:
+        raise NotYetSupportedError(f"type 3 tests of {', '.join(nested)}, a term contained in an interaction, "
+                                   "are not computed yet (use the sequential table, type=1)")
+    return _contrast_table(model, ddf, lambda mine: np.eye(info.p)[mine], "Type III")
+
+
 def sequential_table(model, ddf: str | None = None) -> FTable:
     """lme4's anova(m) for one fit: npar, Sum Sq, Mean Sq and F value per term, in formula order.
     With ddf ("satterthwaite" or "kenward-roger") lmerTest's type I table instead: each term's
     contrast is its rows of the Cholesky factor of XᵀX (lmerTest's Doolittle rows), F and DenDF from
     Satterthwaite's method (lmerTest's contestMD) or Kenward-Roger's (pbkrtest's adjusted vcov, Lb_ddf)."""
     if ddf is not None:
-        return _ddf_table(model, ddf)
+        U = np.linalg.cholesky(fixed.gram(model.info.X)).T
+        return _contrast_table(model, ddf, lambda mine: U[mine], "Type I")
     V = model.vcov.to_numpy()
     sigma2 = model.sigma ** 2
     U = np.linalg.cholesky(sigma2 * np.linalg.inv(V)).T  # R_X: R_XᵀR_X = σ² vcov⁻¹
@@ -76,15 +91,15 @@ def _terms(info):
             yield term, mine
 
 
-def _ddf_table(model, ddf: str) -> FTable:
+def _contrast_table(model, ddf: str, contrast, kind: str) -> FTable:
+    """F, NumDF, DenDF and Pr(>F) per term for the contrast rows `contrast(mask of the term's columns)`."""
     method = canonical_method(ddf)
     pieces = satterthwaite_pieces(model) if method == "satterthwaite" else kenward_roger_pieces(model)
-    U = np.linalg.cholesky(fixed.gram(model.info.X)).T
     beta = model.fixef.to_numpy()
     sigma2 = model.sigma ** 2
     rows = []
     for term, mine in _terms(model.info):
-        L = U[mine]
+        L = contrast(mine)
         if method == "satterthwaite":
             F, q, den = _satterthwaite_f(L, beta, pieces)
         else:
@@ -95,7 +110,7 @@ def _ddf_table(model, ddf: str) -> FTable:
     table = pd.DataFrame([r[1:] for r in rows], index=[r[0] for r in rows],
                          columns=["Sum Sq", "Mean Sq", "NumDF", "DenDF", "F value", "Pr(>F)"])
     name = "Satterthwaite's" if method == "satterthwaite" else "Kenward-Roger's"
-    return FTable(table, [f"Type I Analysis of Variance Table with {name} method"])
+    return FTable(table, [f"{kind} Analysis of Variance Table with {name} method"])
 
 
 def _satterthwaite_f(L: np.ndarray, beta: np.ndarray, pieces) -> tuple[float, int, float]:

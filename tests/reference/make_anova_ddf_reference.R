@@ -13,3 +13,12 @@ for (ddf in c("Satterthwaite", "Kenward-Roger")) {
 a <- anova(as(m, "lmerMod"))
 out$lme4 <- list(term = rownames(a), npar = a$npar, F = a[["F value"]])
 writeLines(toJSON(out, digits = NA, auto_unbox = TRUE, pretty = TRUE), "tests/reference/exam_anova_ddf.json")
+
+# type III (marginal) tests of a model without interactions
+m3 <- lmer(normexam ~ standLRT + vr + sex + (1 | school), data = exam)
+out3 <- list(formula = "normexam ~ standLRT + vr + sex + (1 | school)")
+for (ddf in c("Satterthwaite", "Kenward-Roger")) {
+  a <- anova(m3, type = 3, ddf = ddf)
+  out3[[ddf]] <- list(term = rownames(a), NumDF = a$NumDF, DenDF = a$DenDF, F = a[["F value"]], p = a[["Pr(>F)"]])
+}
+writeLines(toJSON(out3, digits = NA, auto_unbox = TRUE, pretty = TRUE), "tests/reference/exam_anova_type3.json")
