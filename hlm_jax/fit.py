@@ -19,6 +19,7 @@ from .likelihood import crossed, wide
 from .model.layout import theta_layout
 from .likelihood.lmm import Estimates, Stats, estimates, group_stats, objective
 from .optimize import NewtonState, minimize, minimize_then_polish
+from .scaling import Scales, design_scales, scale_design
 
 
 class RawFit(NamedTuple):
@@ -64,12 +65,14 @@ def fit_stats(stats: Stats, theta0: jax.Array, lower: jax.Array, reml: jax.Array
 
 class ModelFit(NamedTuple):
     """A fit as numpy arrays: optimiser state, estimates, and per grouping factor the conditional
-    modes (levels, q) and their covariances (levels, q, q), factors in the design's order."""
+    modes (levels, q) and their covariances (levels, q, q), factors in the design's order; `scales`: the
+    column scales the fit was computed in (see `scaling`)."""
 
     state: NewtonState
     est: Estimates
     modes: tuple
     mode_covs: tuple
+    scales: Scales | None = None
 
 
 DENSE_BYTES_LIMIT = 8 * 2 ** 30
@@ -210,9 +213,17 @@ def _fit_sparse(design: Design, args, max_iter: int) -> tuple[ModelFit, np.ndarr
 
 
 def fit_model(design: Design, reml: bool, max_iter: int = 200) -> tuple[ModelFit, np.ndarray]:
-    """Fit any design (one or several grouping factors); arrays come back as numpy. Returns (fit, β₀)."""
+    """Fit any design (one or several grouping factors) on unit-scaled columns (see `scaling`) and map the
+    fit back to the data's units; arrays come back as numpy. Returns (fit, β₀)."""
+    layout = theta_layout(design.info.terms)
+    scales = design_scales(design, layout)
+    fit, beta0 = _fit_scaled(scale_design(design, scales), layout, reml, max_iter)
+    return unscale_fit(fit, beta0, scales, design.info.nobs, reml)
+
+
+def _fit_scaled(design: Design, layout, reml: bool, max_iter: int) -> tuple[ModelFit, np.ndarray]:
+    """Fit a design as it is, from lme4's start (Λ = I)."""
     info = design.info
-    layout = theta_layout(info.terms)
     flat = np.isin(layout.block, [k for k, f in enumerate(info.factors) if f.name in info.unidentified])
     start = np.where(flat, 0.0, layout.start())  # a variance the data cannot identify is reported as 0
     args = (jnp.asarray(start), jnp.asarray(layout.lower), jnp.asarray(float(reml)))
@@ -230,3 +241,16 @@ def fit_model(design: Design, reml: bool, max_iter: int = 200) -> tuple[ModelFit
         modes.append(b2[offset:offset + levels * q].reshape(levels, q))
         covs.append(cov)
     return ModelFit(state, est, tuple(modes), tuple(covs)), beta0
+
+
+def unscale_fit(fit: ModelFit, beta0: np.ndarray, scales: Scales, n: int, reml: bool) -> tuple[ModelFit, np.ndarray]:
+    """A fit in scaled units mapped back to the data's (θ, f, β, σ, cov(β), modes); the projected gradient
+    stays the scaled problem's, which is free of units."""
+    shift = scales.criterion_shift(n, reml)
+    state = fit.state._replace(x=fit.state.x / scales.theta, f=fit.state.f + shift)
+    est = fit.est._replace(beta=scales.beta(fit.est.beta), sigma=fit.est.sigma * scales.y,
+                           vcov_beta=scales.vcov(fit.est.vcov_beta), b=scales.modes(0, fit.est.b),
+                           b_cov=scales.mode_covs(0, fit.est.b_cov), objective=fit.est.objective + shift)
+    modes = tuple(scales.modes(k, b) for k, b in enumerate(fit.modes))
+    covs = tuple(scales.mode_covs(k, c) for k, c in enumerate(fit.mode_covs))
+    return ModelFit(state, est, modes, covs, scales), scales.beta(beta0)

@@ -18,11 +18,14 @@ import jax.numpy as jnp
 import numpy as np
 
 STEP_LADDER = (1.0, 0.5, 0.25, 0.1, 0.03, 0.01, 1e-3, 1e-4)
+STALL_TOL = 1e-10
 ESCAPE_STEPS = (0.3, 0.03, 0.003)
 
 
 class NewtonState(NamedTuple):
-    """Where one minimisation stands."""
+    """Where one minimisation stands. `grad_norm`, `convex` and `decrement` describe the last point whose
+    derivatives were taken: projected |∇f|∞, whether the free variables' Hessian is positive semi-definite,
+    and the Newton decrement ½ gᵀ|H|⁻¹g on the free set (the decrease a Newton step predicts)."""
 
     x: jax.Array
     f: jax.Array
@@ -30,6 +33,8 @@ class NewtonState(NamedTuple):
     iterations: jax.Array
     converged: jax.Array
     stalled: jax.Array
+    convex: jax.Array
+    decrement: jax.Array
 
 
 @dataclass(frozen=True)
@@ -54,6 +59,12 @@ def projected_gradient(x, g, lower):
     return jnp.where(at_bound, 0.0, g)
 
 
+def tolerance(f, gtol: float):
+    """The stopping tolerance at criterion value f: gtol·max(1, |f|). Criteria are fitted in scaled units
+    (see `scaling`), where f does not depend on the data's units, so neither does the tolerance."""
+    return gtol * jnp.maximum(1.0, jnp.abs(f))
+
+
 def gradient_and_hessian(fun: Callable, x, args):
     """Exact gradient and Hessian in one pass: linearise the gradient once, then push the k unit
     tangents through the linear map (cheaper than jax.hessian's forward-over-reverse from scratch)."""
@@ -73,25 +84,35 @@ def forward_hessian(fun: Callable, x, args):
     return g, H
 
 
-def _trial_points(x, g, H, lower, max_step):
+def _trial_points(x, g, H, lower, max_step, hold_tol):
     """Projected trial points (the ladder along the Newton direction, then escapes along negative
-    curvature) and whether the free variables' Hessian is positive semi-definite."""
-    free = ~((x <= lower) & (g > 0))
+    curvature), whether the free variables' Hessian is positive semi-definite, and the Newton decrement.
+
+    A variable at its bound is held only when its gradient is clearly positive (above `hold_tol`): one
+    with a gradient that is zero to rounding (a variance at 0 where the criterion is even in it) stays
+    free, so negative curvature along it is seen (a saddle) rather than hidden behind the bound."""
+    free = ~((x <= lower) & (g > hold_tol))
     Hf = jnp.where(free[:, None] & free[None, :], H, jnp.eye(x.size))
     gf = jnp.where(free, g, 0.0)
     w_raw, V = jnp.linalg.eigh(Hf)
     w = jnp.maximum(jnp.abs(w_raw), 1e-10 * jnp.max(jnp.abs(w_raw)) + 1e-300)
-    d = -V @ ((V.T @ gf) / w)
+    gv = V.T @ gf
+    decrement = 0.5 * jnp.sum(gv * gv / w)
+    d = -V @ (gv / w)
     d = d * jnp.minimum(1.0, max_step / jnp.maximum(jnp.max(jnp.abs(d)), 1e-300))
     alphas = jnp.asarray(STEP_LADDER, x.dtype)
-    newton_trials = x[None, :] + alphas[:, None] * d[None, :]
+    steps = alphas[:, None] * d[None, :]
+    newton_trials = x[None, :] + steps
+    # a step that lands on a bound up to rounding lands on it exactly (θ = 0, not 5e-17)
+    on_bound = newton_trials - lower[None, :] <= 1e-12 * (jnp.abs(x)[None, :] + jnp.abs(steps))
+    newton_trials = jnp.where(on_bound, lower[None, :], newton_trials)
     # Saddle points (e.g. a diagonal θ at 0, where the criterion is even in it) have zero gradient
     # along negative curvature: also try moving along the most negative eigenvector, both ways.
     curvature = jnp.where(w_raw[0] < 0, V[:, 0] * free, 0.0)
     escape = jnp.asarray(ESCAPE_STEPS, x.dtype)
     escape_trials = x[None, :] + jnp.concatenate([escape, -escape])[:, None] * curvature[None, :]
     convex = w_raw[0] >= -1e-8 * jnp.max(jnp.abs(w_raw))
-    return jnp.maximum(jnp.concatenate([newton_trials, escape_trials]), lower[None, :]), convex
+    return jnp.maximum(jnp.concatenate([newton_trials, escape_trials]), lower[None, :]), convex, decrement
 
 
 def _best_of_all(fun, trials, f, args):
@@ -131,35 +152,39 @@ def newton_step(fun: Callable, state: NewtonState, lower, args, gtol: float, max
     x = state.x
     g, H = derivs(fun, x, args)
     grad_norm = jnp.max(jnp.abs(projected_gradient(x, g, lower)))
-    trials, convex = _trial_points(x, g, H, lower, max_step)
-    small = (grad_norm <= gtol * jnp.maximum(1.0, jnp.abs(state.f))) & convex
+    tol = tolerance(state.f, gtol)
+    trials, convex, decrement = _trial_points(x, g, H, lower, max_step, tol)
+    small = (grad_norm <= tol) & convex
     pick = _best_of_all if search == "all" else _first_decrease
     x_try, f_try = pick(fun, trials, state.f, args)
     improved = (f_try < state.f) & ~small
     x_new = jnp.where(improved, x_try, x)
     f_new = jnp.where(improved, f_try, state.f)
     return NewtonState(x_new, f_new, grad_norm, state.iterations + improved.astype(jnp.int32), small,
-                       ~improved & ~small)
+                       ~improved & ~small, convex, decrement)
 
 
 def initial_state(fun: Callable, x0, lower, args) -> NewtonState:
     x0 = jnp.maximum(x0, lower)
     false = jnp.zeros((), bool)
-    return NewtonState(x0, fun(x0, *args), jnp.asarray(jnp.inf, x0.dtype), jnp.zeros((), jnp.int32), false, false)
+    inf = jnp.asarray(jnp.inf, x0.dtype)
+    return NewtonState(x0, fun(x0, *args), inf, jnp.zeros((), jnp.int32), false, false, false, inf)
 
 
 def minimize(fun: Callable, x0, lower, args=(), max_iter: int = 200, gtol: float = 1e-10,
              max_step: float = 0.5, derivs: Callable = gradient_and_hessian) -> NewtonState:
     """Minimise `fun(x, *args)` subject to x ≥ lower; stops when the projected gradient is
-    below gtol·max(1, |f|), when no trial step decreases f, or after max_iter steps. `derivs` gives
-    (∇f, ∇²f) (default `gradient_and_hessian`; `forward_hessian` where that is cheaper)."""
+    below gtol·max(1, |f|) with no negative curvature, when no trial step decreases f, or after max_iter
+    steps. `converged` in the result is `verified`: first- and second-order conditions, bounds included.
+    `derivs` gives (∇f, ∇²f) (default `gradient_and_hessian`; `forward_hessian` where that is cheaper)."""
     state = initial_state(fun, x0, lower, args)
 
     def keep_going(s):
         return (s.iterations < max_iter) & ~s.converged & ~s.stalled
 
-    return jax.lax.while_loop(
+    state = jax.lax.while_loop(
         keep_going, lambda s: newton_step(fun, s, lower, args, gtol, max_step, search="first", derivs=derivs), state)
+    return state._replace(converged=verified(state))
 
 
 class QuasiNewtonState(NamedTuple):
@@ -207,7 +232,7 @@ def _bfgs_step(fun: Callable, s: QuasiNewtonState, lower, args, gtol: float, max
     x_out = jnp.where(improved, x_new, s.x)
     f_out = jnp.where(improved, f_new, s.f)
     g_out = jnp.where(improved, g_new, s.g)
-    small = jnp.max(jnp.abs(projected_gradient(x_out, g_out, lower))) <= gtol * jnp.maximum(1.0, jnp.abs(f_out))
+    small = jnp.max(jnp.abs(projected_gradient(x_out, g_out, lower))) <= tolerance(f_out, gtol)
     return QuasiNewtonState(x_out, f_out, g_out, Binv, s.iterations + 1, small | ~improved)
 
 
@@ -229,17 +254,28 @@ def minimize_then_polish(fun: Callable, x0, lower, args=(), max_iter: int = 200,
     return polished._replace(iterations=polished.iterations + state.iterations)
 
 
-def summarize(state: NewtonState, stall_tol: float = 1e-6, method: str = OptSummary.method) -> OptSummary:
-    """Turn a final state into a record; a stalled run with a small gradient counts as converged."""
+def verified(state, stall_tol: float = STALL_TOL):
+    """Whether a final state is a verified local minimum: the strict test passed (projected gradient within
+    tolerance, free Hessian positive semi-definite), or no step could decrease f at machine precision at a
+    point with no negative curvature whose Newton decrement is within `stall_tol`·max(1, |f|)."""
+    flat = state.stalled & state.convex & (state.decrement <= tolerance(state.f, stall_tol))
+    return state.converged | flat
+
+
+def summarize(state: NewtonState, method: str = OptSummary.method) -> OptSummary:
+    """Turn a final state (its `converged` already `verified`) into a record."""
     f = float(state.f)
     grad_norm = float(state.grad_norm)
     iterations = int(state.iterations)
     if bool(state.converged):
-        return OptSummary(True, iterations, grad_norm, f, "converged", method)
-    if bool(state.stalled) and grad_norm <= stall_tol * max(1.0, abs(f)):
-        return OptSummary(True, iterations, grad_norm, f, "converged (no further decrease at machine precision)",
-                          method)
-    reason = "no step decreased the objective" if bool(state.stalled) else "iteration limit reached"
+        message = "converged (no further decrease at machine precision)" if bool(state.stalled) else "converged"
+        return OptSummary(True, iterations, grad_norm, f, message, method)
+    if not bool(state.stalled):
+        reason = "iteration limit reached"
+    elif not bool(state.convex):
+        reason = "stopped at a saddle point (the Hessian has negative curvature and no step decreased the objective)"
+    else:
+        reason = "no step decreased the objective before the gradient met the tolerance"
     return OptSummary(False, iterations, grad_norm, f, f"NOT converged: {reason}", method)
 
 
@@ -255,19 +291,8 @@ def as_numpy(state: NewtonState) -> NewtonState:
 # no slot waits for a straggler while problems remain.
 
 
-class SlotState(NamedTuple):
-    """One problem in a slot: the point, f there, the projected gradient at the last test, steps taken."""
-
-    x: jax.Array
-    f: jax.Array
-    grad_norm: jax.Array
-    iterations: jax.Array
-    converged: jax.Array
-    stalled: jax.Array
-
-
-def batch_newton_steps(fun: Callable, derivs: Callable, slots: SlotState, lower, args, active, gtol: float,
-                       max_step: float) -> SlotState:
+def batch_newton_steps(fun: Callable, derivs: Callable, slots: NewtonState, lower, args, active, gtol: float,
+                       max_step: float) -> NewtonState:
     """One projected Newton step for every slot (leading axis); `derivs(x, *args)` gives (f, ∇f, ∇²f).
 
     The same step as a single fit's `newton_step` (its trial points, and the first of them in ladder
@@ -279,7 +304,7 @@ def batch_newton_steps(fun: Callable, derivs: Callable, slots: SlotState, lower,
     found no decrease and the curvature is negative). A stage needed by few slots gathers them.
     Near the optimum the criterion is flat to rounding: a tiny full Newton step (with no negative
     curvature) that does not raise f beyond rounding is taken and the problem stops there (stalled;
-    `batch_converged` counts it converged when its gradient is small), and a decrease must exceed
+    `verified` counts it converged when its Newton decrement is small), and a decrease must exceed
     rounding (1e-14 relative) to count, so noise cannot keep a problem going.
     """
     n_ladder = len(STEP_LADDER)
@@ -287,9 +312,10 @@ def batch_newton_steps(fun: Callable, derivs: Callable, slots: SlotState, lower,
     def prepare(s, a):
         f, g, H = derivs(s.x, *a)
         grad_norm = jnp.max(jnp.abs(projected_gradient(s.x, g, lower)))
-        trials, convex = _trial_points(s.x, g, H, lower, max_step)
-        small = (grad_norm <= gtol * jnp.maximum(1.0, jnp.abs(f))) & convex & jnp.isfinite(f)
-        return f, grad_norm, trials, convex, small
+        tol = tolerance(f, gtol)
+        trials, convex, decrement = _trial_points(s.x, g, H, lower, max_step, tol)
+        small = (grad_norm <= tol) & convex & jnp.isfinite(f)
+        return f, grad_norm, trials, convex, decrement, small
 
     def evaluate(trials, args):
         values = jax.vmap(lambda ts, a: jax.vmap(lambda t: fun(t, *a))(ts))(trials, args)
@@ -315,7 +341,7 @@ def batch_newton_steps(fun: Callable, derivs: Callable, slots: SlotState, lower,
         count = jnp.sum(mask)
         return jax.lax.switch(jnp.where(count == 0, 0, jnp.where(count <= few, 1, 2)), (none, some, all_), trials)
 
-    f, grad_norm, trials, convex, small = jax.vmap(prepare)(slots, args)
+    f, grad_norm, trials, convex, decrement, small = jax.vmap(prepare)(slots, args)
     scale = jnp.maximum(1.0, jnp.abs(f))
     threshold = (f - 1e-14 * scale)[:, None]
     f_full = evaluate(trials[:, :1], args)
@@ -328,7 +354,7 @@ def batch_newton_steps(fun: Callable, derivs: Callable, slots: SlotState, lower,
         & jnp.any(escapes != slots.x[:, None, :], axis=(1, 2))
     f_escape = evaluate_where(need, escapes)
 
-    def finish(s, f, grad_norm, trials, convex, small, f_trials):
+    def finish(s, f, grad_norm, trials, convex, decrement, small, f_trials):
         x = s.x
         scale = jnp.maximum(1.0, jnp.abs(f))
         decrease = f_trials < f - 1e-14 * scale
@@ -339,35 +365,31 @@ def batch_newton_steps(fun: Callable, derivs: Callable, slots: SlotState, lower,
         improved = decrease[first] & ~small & ~final
         x_new = jnp.where(improved, trials[first], jnp.where(flat, trials[0], x))
         f_new = jnp.where(improved, f_trials[first], jnp.where(flat, f_trials[0], f))
-        return SlotState(x_new, f_new, grad_norm, s.iterations + 1, small, ~small & ~improved)
+        return NewtonState(x_new, f_new, grad_norm, s.iterations + 1, small, ~small & ~improved, convex, decrement)
 
-    return jax.vmap(finish)(slots, f, grad_norm, trials, convex, small,
+    return jax.vmap(finish)(slots, f, grad_norm, trials, convex, decrement, small,
                             jnp.concatenate([f_ladder, f_escape], axis=1))
 
 
 def minimize_queue(fun: Callable, derivs: Callable, x0, lower, data, make_args: Callable, n_valid,
-                   width: int, max_iter: int = 200, gtol: float = 1e-10, max_step: float = 0.5) -> SlotState:
+                   width: int, max_iter: int = 200, gtol: float = 1e-10, max_step: float = 0.5) -> NewtonState:
     """Minimise fun(x, *make_args(data_j)) over x ≥ lower, from x0, for problems j < n_valid.
 
     `data` is a pytree with leading axis N (problems j ≥ n_valid are never loaded). `width` slots
     step together; a finished problem (converged, stalled or at max_iter) is written out and its
-    slot refilled with the next problem in the queue. Returns the final SlotState of every problem
+    slot refilled with the next problem in the queue. Returns the final NewtonState of every problem
     (leading axis N; problems never loaded keep x0 and are not converged). One jit-compilable
     program: fixed shapes, no host round trips.
     """
     N = jax.tree_util.tree_leaves(data)[0].shape[0]
     K = min(width, N)
     x0 = jnp.maximum(x0, lower)
-    dtype = x0.dtype
 
     def take(idx):
         return jax.tree_util.tree_map(lambda a: jnp.take(a, idx, axis=0, mode="clip"), data)
 
-    inf = jnp.asarray(jnp.inf, dtype)
-    blank = SlotState(jnp.broadcast_to(x0, (K,) + x0.shape), jnp.full((K,), inf), jnp.full((K,), inf),
-                      jnp.zeros((K,), jnp.int32), jnp.zeros((K,), bool), jnp.zeros((K,), bool))
-    out = SlotState(jnp.broadcast_to(x0, (N,) + x0.shape), jnp.full((N,), inf), jnp.full((N,), inf),
-                    jnp.zeros((N,), jnp.int32), jnp.zeros((N,), bool), jnp.zeros((N,), bool))
+    blank = _blank_states(x0, K)
+    out = _blank_states(x0, N)
     slot_idx = jnp.arange(K, dtype=jnp.int32)
     valid = slot_idx < n_valid
     start = (slot_idx, valid, jnp.minimum(K, n_valid).astype(jnp.int32), blank, take(slot_idx), out)
@@ -393,10 +415,18 @@ def minimize_queue(fun: Callable, derivs: Callable, x0, lower, data, make_args: 
     return jax.lax.while_loop(lambda c: jnp.any(c[1]), body, start)[5]
 
 
+def _blank_states(x0, count: int) -> NewtonState:
+    """`count` problems at x0 that have not started (f and the last derivatives' summaries unknown)."""
+    inf = jnp.full((count,), jnp.inf, x0.dtype)
+    false = jnp.zeros((count,), bool)
+    return NewtonState(jnp.broadcast_to(x0, (count,) + x0.shape), inf, inf, jnp.zeros((count,), jnp.int32), false,
+                       false, false, inf)
+
+
 def _expand(mask, a):
     return mask.reshape(mask.shape + (1,) * (a.ndim - 1))
 
 
-def batch_converged(s, stall_tol: float = 1e-6) -> jax.Array:
-    """`summarize`'s rule per problem: converged, or stalled at a projected gradient below stall_tol·max(1, |f|)."""
-    return s.converged | (s.stalled & (s.grad_norm <= stall_tol * jnp.maximum(1.0, jnp.abs(s.f))))
+def batch_converged(s: NewtonState) -> jax.Array:
+    """`verified` per problem of a batch."""
+    return jax.vmap(verified)(s)

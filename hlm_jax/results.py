@@ -20,6 +20,7 @@ from .optimize import OptSummary, summarize
 from .precision import float64
 from .prior import drop_missing_prior, split_offsets, unique_rows, weighted_design, weights_and_offset
 from .report import format_summary, html_model
+from .scaling import Scales, unit_scales
 
 SINGULAR_TOL = 1e-4  # lme4's isSingular(tol = 1e-4)
 
@@ -170,8 +171,14 @@ class LmerModel:
 
     @property
     def singular(self) -> bool:
-        """lme4's isSingular: some θ element with lower bound 0 is below 1e-4."""
-        return bool(np.any(self.theta[self.layout.lower == 0] < SINGULAR_TOL))
+        """lme4's isSingular rule (some θ element with lower bound 0 is below 1e-4), applied to θ in the
+        fit's unit-scaled columns (see `scaling`) so that the answer does not depend on the data's units."""
+        return bool(np.any((self.theta * self.scales.theta)[self.layout.lower == 0] < SINGULAR_TOL))
+
+    @property
+    def scales(self) -> Scales:
+        """The column scales the model was fitted in (unit scales for fits made without them)."""
+        return self._raw.scales or unit_scales(self.info, self.layout)
 
     @property
     def converged(self) -> bool:

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+import hlm_jax as hj
+
 REFERENCE = Path(__file__).parent / "reference"
 
 
@@ -16,3 +18,9 @@ def load_reference(case: str) -> dict:
 @pytest.fixture
 def reference():
     return load_reference
+
+
+@pytest.fixture(scope="session")
+def sleepstudy():
+    """lme4's sleepstudy data."""
+    return hj.datasets.load("sleepstudy")

@@ -43,10 +43,11 @@ def bootstrap(model, n: int = 1000, seed: int = 0, chunk: int | None = None, pro
     t0 = time.perf_counter()
     simulator, source, _ = make_simulator(X @ beta, Z, model.lambda_matrix, model.sigma, codes, G, [(X, Z, beta)],
                                       info.row_index)
-    target = make_target(X, Z, codes, G, model.layout, model.theta, model.reml)
+    target = make_target(X, Z, codes, G, model.layout, model.theta, model.reml, model.scales)
     setup = time.perf_counter() - t0
     (out,), timing = run_simulated(simulator, (target,), n, seed, chunk, progress, max_iter, "bootstrap",
                                     (G, info.q, info.p))
+    out = model.scales.unscale_batch(out, info.nobs, model.reml)
     timing["setup_seconds"] = setup
     fixef = beta[None, :] + out["beta"]
     table = np.column_stack([fixef, out["sigma"], model.layout.sd_cor(out["theta"], out["sigma"])])

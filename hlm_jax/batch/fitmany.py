@@ -12,6 +12,7 @@ from ..formula import parse_formula, response_values
 from ..messages import require_bool, warn
 from ..model.layout import theta_layout
 from ..precision import float64
+from ..scaling import Scales, column_scales, design_scales, rms, theta_scales, z_scales
 from .program import run_given
 from .residual import residual_fit_many
 from .results import BatchWarning
@@ -111,6 +112,9 @@ def fit_many(formula: str, datasets, responses=None, REML: bool = True, chunk: i
     ds = np.repeat(np.arange(m), sizes)
     y = response_values(info.parsed.response_node, big)
     X, Z = _fixed_matrix(info, big), _random_matrix(info, big)
+    layout = theta_layout(info.terms)
+    x_scale, z_scale = column_scales(X), z_scales([Z], layout)   # common column units; each data set's y below
+    X, Z = X / x_scale, Z / z_scale[0]
     codes = np.zeros(len(big), np.int64)
     for col in info.parsed.random[0].group:
         c, labels = factor_codes(big[col])
@@ -124,6 +128,8 @@ def fit_many(formula: str, datasets, responses=None, REML: bool = True, chunk: i
     beta0, ok = _ols_per_problem(XtX, group_sums(ds, m, X, y[:, None])[:, :, 0])
     ok &= (n_groups >= 2) & (sizes > p)
     yc = y - np.einsum("np,np->n", X, beta0[ds])
+    scales = Scales(x_scale, z_scale, _group_sd(y, ds, sizes), theta_scales(layout, z_scale))
+    yc = yc / scales.y[ds]
     slot = ds * G + local
     data = (group_sums(slot, m * G, Z, Z).reshape(m, G, q, q), group_sums(slot, m * G, Z, X).reshape(m, G, q, p),
             group_sums(slot, m * G, Z, yc[:, None]).reshape(m, G, q), XtX,
@@ -133,18 +139,23 @@ def fit_many(formula: str, datasets, responses=None, REML: bool = True, chunk: i
         if stand_in is None:
             raise DesignError("no data set can be fitted (rank-deficient X or fewer than two groups in every one)")
         data = tuple(np.where(ok.reshape((m,) + (1,) * (a.ndim - 1)), a, a[stand_in]) for a in data)
-    layout = theta_layout(info.terms)
     empty = jnp.zeros((0,))
     target = Target(empty, empty, empty, empty, jnp.asarray(layout.start(), dtype=float),
-                    jnp.asarray(layout.lower, dtype=float), jnp.asarray(float(REML)), layout.factor(0))
+                    jnp.asarray(layout.lower, dtype=float), jnp.asarray(float(REML)), (), layout.factor(0))
     out, timing = run_given(target, data, m, chunk, progress, max_iter, "fit_many", (G, q, p, True))
-    out = _blank_failed(out, ok)
-    fixef = beta0 + out["beta"]
+    out = _blank_failed(scales.unscale_batch(out, sizes, REML), ok)
+    fixef = beta0 / x_scale + out["beta"]
     fixef[~ok] = np.nan
     table = _table(info, info.fixed_names, fixef, out["se"], out, {"nobs": sizes, "ngroups": n_groups})
     table.attrs["timing"] = timing
     _report_failed(table, ok, "data set")
     return table
+
+
+def _group_sd(y: np.ndarray, ds: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """Each data set's response standard deviation (1 where it is 0): the y scale of its fit."""
+    mean = np.bincount(ds, y, minlength=len(sizes)) / np.maximum(sizes, 1)
+    return rms(np.bincount(ds, (y - mean[ds]) ** 2, minlength=len(sizes)), np.maximum(sizes, 1))
 
 
 def _blank_failed(out: dict, ok: np.ndarray) -> dict:
@@ -195,11 +206,15 @@ def _fit_responses(formula, data, responses, REML, chunk, progress, max_iter) ->
     X, Z, codes, G = info.X, info.Z, np.asarray(info.group_codes), info.n_groups
     m = Y.shape[1]
     B0 = np.linalg.lstsq(X, Y, rcond=None)[0]              # (p, m)
-    Yc = Y - X @ B0
-    data_y = (np.moveaxis(group_sums(codes, G, Z, Yc), -1, 0), (X.T @ Yc).T, np.sum(Yc * Yc, axis=0))
     layout = theta_layout(info.terms)
-    target = make_target(X, Z, codes, G, layout, layout.start(), REML)
+    columns = design_scales(design, layout)                # X and Z scaled in the target, each response here
+    y_scale = rms(np.sum((Y - Y.mean(axis=0)) ** 2, axis=0), len(Y))
+    Yc = (Y - X @ B0) / y_scale
+    data_y = (np.moveaxis(group_sums(codes, G, Z, Yc), -1, 0), (X.T @ Yc).T, np.sum(Yc * Yc, axis=0))
+    unit_y = Scales(columns.x, columns.z, 1.0, columns.theta)
+    target = make_target(X, Z, codes, G, layout, layout.start() / columns.theta, REML, unit_y)
     out, timing = run_given(target, data_y, m, chunk, progress, max_iter, "fit_many", (G, info.q, info.p))
+    out = Scales(columns.x, columns.z, y_scale, columns.theta).unscale_batch(out, info.nobs, REML)
     table = _table(info, info.fixed_names, B0.T + out["beta"], out["se"], out,
                    {"nobs": np.full(m, info.nobs), "ngroups": np.full(m, G)})
     if names is not None:

@@ -90,10 +90,12 @@ def pb_test(small, big, n: int = 1000, seed: int = 0, chunk: int | None = None,
     beta_b = np.linalg.lstsq(X_b, mean, rcond=None)[0]
     simulator, _, _ = make_simulator(mean, Z_s, small_ml.lambda_matrix, small_ml.sigma, codes, G,
                                  [(X_s, Z_s, beta_s), (X_b, Z_b, beta_b)], small.info.row_index)
-    targets = (make_target(X_s, Z_s, codes, G, small_ml.layout, small_ml.theta, False),
-               make_target(X_b, Z_b, codes, G, big_ml.layout, big_ml.theta, False))
+    targets = (make_target(X_s, Z_s, codes, G, small_ml.layout, small_ml.theta, False, small_ml.scales),
+               make_target(X_b, Z_b, codes, G, big_ml.layout, big_ml.theta, False, big_ml.scales))
     dims = (G, max(small.info.q, big.info.q), big.info.p)
     (out_s, out_b), timing = run_simulated(simulator, targets, n, seed, chunk, progress, max_iter, "pb_test", dims)
+    out_s = small_ml.scales.unscale_batch(out_s, small.info.nobs, False)
+    out_b = big_ml.scales.unscale_batch(out_b, big.info.nobs, False)
     ref = np.maximum(out_s["objective"] - out_b["objective"], 0.0)
     converged = out_s["converged"] & out_b["converged"]
     used = ref[converged]

@@ -14,6 +14,7 @@ from ..likelihood import sums
 from ..likelihood.lmm import Stats, estimates
 from ..model.layout import FactorStructure, ThetaLayout
 from ..optimize import batch_converged, minimize_queue
+from ..scaling import Scales
 
 
 @jax.tree_util.register_dataclass
@@ -29,14 +30,16 @@ class Target:
     x0: jax.Array
     lower: jax.Array
     reml: jax.Array
+    unit: tuple
     structure: FactorStructure = field(metadata=dict(static=True))
 
     def stats(self, *b) -> Stats:
-        """One problem's Stats from its y-dependent parts (Zᵀy, Xᵀy, yᵀy), or from all seven parts
-        (ZᵀZ, ZᵀX, Zᵀy, XᵀX, Xᵀy, yᵀy, n) when every problem has its own design."""
+        """One problem's Stats from its y-dependent parts (Zᵀy, Xᵀy, yᵀy; divided by `unit` into the
+        target's scaled units, see `scaling`), or from all seven parts (ZᵀZ, ZᵀX, Zᵀy, XᵀX, Xᵀy, yᵀy, n,
+        already scaled) when every problem has its own design."""
         if len(b) == 7:
             return Stats(*b, self.structure)
-        Zty, Xty, yty = b
+        Zty, Xty, yty = (v / u for v, u in zip(b, self.unit))
         return Stats(self.ZtZ, self.ZtX, Zty, self.XtX, Xty, yty, self.n, self.structure)
 
 
@@ -58,10 +61,15 @@ def group_sums(codes: np.ndarray, G: int, left: np.ndarray, right: np.ndarray) -
     return out
 
 
-def make_target(X, Z, codes, G, layout: ThetaLayout, x0, reml) -> Target:
+def make_target(X, Z, codes, G, layout: ThetaLayout, x0, reml, scales: Scales) -> Target:
+    """The target in `scales`' units: X and Z columns scaled, y-dependent statistics divided on the fly,
+    start x0 given as θ in the data's units."""
+    X, Z = X / scales.x, Z / scales.z[0]
+    unit = (scales.z[0] * scales.y, scales.x * scales.y, np.asarray(scales.y) ** 2)
     return Target(jnp.asarray(group_sums(codes, G, Z, Z)), jnp.asarray(group_sums(codes, G, Z, X)),
-                  jnp.asarray(X.T @ X), jnp.asarray(float(X.shape[0])), jnp.asarray(x0, dtype=float),
-                  jnp.asarray(layout.lower, dtype=float), jnp.asarray(float(reml)), layout.factor(0))
+                  jnp.asarray(X.T @ X), jnp.asarray(float(X.shape[0])), jnp.asarray(x0 * scales.theta, dtype=float),
+                  jnp.asarray(layout.lower, dtype=float), jnp.asarray(float(reml)),
+                  tuple(jnp.asarray(u, dtype=float) for u in unit), layout.factor(0))
 
 
 def fit_target(target: Target, data, n_valid, width: int, max_iter: int) -> dict:
