@@ -102,6 +102,7 @@ def test_summary_reports_the_structure():
     assert m.n_params == 4 + 1 + 1 + 1
 
 
+@pytest.mark.filterwarnings("ignore:labels of 'Sex' repeat")
 def test_bad_structures_are_named():
     d = orthodont()
     with pytest.raises(DesignError, match="'when'"):
@@ -114,6 +115,17 @@ def test_bad_structures_are_named():
         hj.lmer(ORTHODONT, d, weights=hj.VarPower("Sex"))
     with pytest.raises(DesignError, match="single level"):
         hj.lmer(ORTHODONT, d.assign(s="a"), weights=hj.VarIdent("s"))
+    with pytest.raises(hj.NotYetSupportedError, match="single grouping factor"):
+        hj.lmer("distance ~ age + (1|Subject) + (1|Sex)", d, correlation=hj.AR1())
+
+
+def test_missing_structure_values_are_dropped_and_counted():
+    d = orthodont().astype({"age": float})
+    d.loc[5, "age"] = np.nan
+    with pytest.warns(UserWarning, match="1 row"):
+        m = hj.lmer("distance ~ Sex + (1|Subject)", d, weights=hj.VarPower("age"))
+    assert m.nobs == 107
+    assert np.isnan(d.loc[5, "age"])  # the user's data is not modified
 
 
 # ---- bootstrap and fit_many with AR(1) residuals ---------------------------------------------------
