@@ -29,7 +29,7 @@ import pandas as pd
 from scipy import stats as sps
 
 from .design import DesignError, build_design
-from .formula import FormulaError, model_matrix, parse_formula, parse_terms, variables
+from .formula import FormulaError, Name, deparse, model_matrix, parse_formula, parse_terms, variables
 from .messages import warn
 from .precision import float64
 from .report import table_text
@@ -563,8 +563,8 @@ def hausman_test(formula: str, data: pd.DataFrame, variable: str, group: str | N
         mean_name += "_"
     frame[mean_name] = group_mean(frame, variable, group)
     fixed_part = parsed.fixed
-    random_part = " + ".join(f"({t.expr} {'|' if t.correlated else '||'} {':'.join(t.group)})" for t in parsed.random)
-    ctx_formula = f"{parsed.response} ~ {fixed_part} + {mean_name} + {random_part}"
+    random_part = " + ".join(t.text for t in parsed.random)
+    ctx_formula = f"{parsed.response} ~ {fixed_part} + {deparse(Name(mean_name))} + {random_part}"
     ctx = fit_design(build_design(ctx_formula, frame), REML)
     names = list(ctx.fixef.index)
     if variable not in names:

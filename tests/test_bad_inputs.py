@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import pytest
 
 import hlm_jax as hj
@@ -110,6 +111,15 @@ CASES = [
          "log() takes one argument"),
     Case("lmer", "Reaction ~ Days + (1 | Subject), REML='no'", lmer("Reaction ~ Days + (1 | Subject)", REML="no"),
          ValueError, "REML must be True or False"),
+    Case("lmer", "Reaction ~ log(Days) + (1 | Subject)", lmer("Reaction ~ log(Days) + (1 | Subject)"), D,
+         "column 'log(Days)' is not finite (-inf) in 18 row(s): 0, 10, 20, 30, 40, ..."),
+    Case("lmer", "Reaction ~ Days + (1 | Subject), with Days = inf in row 3",
+         lmer_on(SLEEP.assign(Days=SLEEP["Days"].where(SLEEP.index != 3, np.inf)), "Reaction ~ Days + (1 | Subject)"),
+         D, "column 'Days' is not finite (inf) in 1 row(s): 3"),
+    Case("lmlist", "Reaction ~ Days | Subject, with Days = inf in row 3",
+         lambda: hj.lmlist("Reaction ~ Days | Subject", SLEEP.assign(Days=SLEEP["Days"].where(SLEEP.index != 3,
+                                                                                             np.inf))),
+         D, "column 'Days' is not finite (inf) in 1 row(s): 3"),
     Case("lmlist", "Reaction ~ Days", lambda: hj.lmlist("Reaction ~ Days", SLEEP), F,
          "needs a formula 'response ~ predictors | group'"),
     # what works

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 
 from ..design import DesignError, bucket_length, factor_codes
-from ..formula import Name, check_columns, model_matrix, parse_lmlist, response_values, variables
+from ..formula import Name, check_columns, check_finite, deparse, model_matrix, parse_lmlist, response_values, variables
 from ..messages import warn
 from ..precision import float64
 from .results import BatchWarning, LmList
@@ -159,8 +159,10 @@ def lmlist(formula: str, data: pd.DataFrame, pool: bool = True) -> LmList:
         frame = data.loc[keep]
         plain = _plain_columns(terms, frame) if plain is not None else None
     y = response_values(response, frame)
+    check_finite(y[:, None], [deparse(response)], frame.index)
     if plain is not None:
         columns, names = plain
+        check_finite(np.column_stack([np.broadcast_to(c, len(frame)) for c in columns]), names, frame.index)
     else:
         X, spec = model_matrix(terms, frame)
         columns, names = [X[:, j] for j in range(X.shape[1])], list(spec.names)

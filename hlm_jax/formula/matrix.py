@@ -53,7 +53,22 @@ def model_matrix(terms: Terms, frame: pd.DataFrame, sparse: bool = False) -> tup
     blocks = {a: evaluate(a, frame, states) for a in terms.atoms}
     full = _coding(terms, {a: b.factor for a, b in blocks.items()})
     X, names, term_columns = _columns(terms, full, frame, states, blocks, sparse)
+    check_finite(X, names, frame.index)
     return X, MatrixSpec(terms, full, names, term_columns, states)
+
+
+def check_finite(X, names, index: pd.Index) -> None:
+    """Model-matrix values that are inf or NaN (an inf in the data, the log of a value ≤ 0, ...) raise a
+    DesignError naming the column and the rows."""
+    if np.all(np.isfinite(X.data if sp.issparse(X) else X)):
+        return
+    dense = X.tocsc() if sp.issparse(X) else np.asarray(X)
+    for j, name in enumerate(names):
+        col = dense[:, [j]].toarray().ravel() if sp.issparse(dense) else dense[:, j]
+        bad = np.flatnonzero(~np.isfinite(col))
+        if bad.size:
+            rows = ", ".join(repr(r) for r in index[bad[:5]]) + (", ..." if bad.size > 5 else "")
+            raise DesignError(f"column {name!r} is not finite ({col[bad[0]]}) in {bad.size} row(s): {rows}")
 
 
 def _coding(terms: Terms, is_factor: dict) -> tuple[tuple[bool, ...], ...]:
