@@ -343,11 +343,11 @@ def _unidentified_factors(X, factors: tuple[FactorBlock, ...]) -> tuple[str, ...
     out = []
     for f in factors:
         if f.n_levels * f.q <= fixed.SPAN_CHECK_COLUMNS and fixed.in_fixed_span(X, f.Z, f.codes, f.n_levels):
-            warnings.warn(
+            warn(
                 f"the variance of the random effects on {f.name!r} is not identified: every column of their Z "
                 f"lies in the span of the fixed effects (each level of {f.name!r} is a combination of fixed-effect "
                 "columns, e.g. a factor nested in it), so the criterion is flat in it; it is reported as 0, where "
-                "the fixed effects and sigma are the same as at any other value", UserWarning, stacklevel=4)
+                "the fixed effects and sigma are the same as at any other value")
             out.append(f.name)
     return tuple(out)
 

@@ -107,3 +107,16 @@ def test_wide_criterion_equals_the_dense_one(formula):
             assert abs(float(a) - float(b)) < 1e-10 * abs(float(a))
             ga, gb = jax.grad(dense)(args[0], stats, args[1]), jax.grad(wide.objective)(args[0], w, args[1])
             np.testing.assert_allclose(np.asarray(gb), np.asarray(ga), rtol=1e-8, atol=1e-8)
+
+
+def test_a_random_factor_nested_in_the_fixed_effects_is_named_and_reported_at_zero():
+    rng = np.random.default_rng(5)
+    lecturer = rng.integers(0, 30, 400)
+    dept = lecturer % 5  # every lecturer in one department
+    frame = pd.DataFrame({"d": pd.Categorical(lecturer), "dept": pd.Categorical(dept),
+                          "y": rng.normal(size=400) + 0.2 * lecturer})
+    with pytest.warns(UserWarning, match="variance of the random effects on 'dept' is not identified"):
+        m = hj.lmer("y ~ d + (1 | dept)", frame)
+    assert m.theta[0] == 0.0
+    ols = hj.lm("y ~ d", frame)  # the criterion is flat in the dept variance: β̂ is the OLS fit
+    np.testing.assert_allclose(m.fixef.to_numpy(), ols.coef.to_numpy(), rtol=1e-8, atol=1e-10)
