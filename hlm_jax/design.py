@@ -8,7 +8,6 @@ to name, label and map results back to rows lives in the static `DesignInfo`.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from dataclasses import dataclass, field
 
 import jax
