@@ -151,6 +151,11 @@ class GlmRowModel(laplace.RowModel):
         beta, phi = params
         return self.family.fisher_weight(rows.offset + rows.X @ beta + z, rows.w, phi)
 
+    @property
+    def exact_curvature(self) -> bool:
+        """The PIRLS weights are the exact curvature for a canonical link."""
+        return self.family.link.name == self.family.canonical
+
 
 @jax.tree_util.register_dataclass
 @dataclass(frozen=True)
@@ -232,8 +237,9 @@ def random_rows(info) -> laplace.RandomRows:
 
 # ---- starting values and the fit -------------------------------------------------------------
 
-def glm_start(X, y, w, off, family: Family, n_iter: int = 50) -> np.ndarray:
-    """β of the GLM without random effects by IRLS (lme4 also starts there)."""
+def glm_start(X, y, w, off, family: Family, n_iter: int = 50) -> tuple[np.ndarray, bool]:
+    """β of the GLM without random effects by IRLS (lme4 also starts there), and whether IRLS converged
+    to finite, moderate linear predictors (when not, the data may be separated)."""
     mu = np.clip((w * y + 0.5) / (w + 1.0), 1e-4, 1 - 1e-4) if family.name == "binomial" else np.maximum(y, 0.1) \
         if family.name == "poisson" else y
     eta = np.asarray(family.link.linkfun(mu))
@@ -245,21 +251,22 @@ def glm_start(X, y, w, off, family: Family, n_iter: int = 50) -> np.ndarray:
         zwork = eta - off + (y - np.asarray(family.link.linkinv(eta))) / np.where(d == 0, 1e-300, d)
         sw = np.sqrt(W)
         new = np.linalg.lstsq(X * sw[:, None], zwork * sw, rcond=None)[0]
-        if np.max(np.abs(new - beta)) < 1e-10 * (1 + np.max(np.abs(new))):
-            return new
+        if np.max(np.abs(new - beta)) < 1e-8 * (1 + np.max(np.abs(new))):
+            return new, bool(np.max(np.abs(X @ new), initial=0.0) < 15)
         beta = new
         eta = np.clip(off + X @ beta, -30, 30) if family.name == "binomial" else off + X @ beta
-    return beta
+    return beta, False
 
 
-def start_values(gd: GlmmData) -> np.ndarray:
+def start_values(gd: GlmmData) -> tuple[np.ndarray, bool]:
+    """x₀ = (θ₀, β of the GLM[, log σ]) and whether that GLM fit converged (see `glm_start`)."""
     info = gd.design.info
-    beta = glm_start(info.X, gd.y, gd.w, gd.offset, gd.family)
+    beta, converged = glm_start(info.X, gd.y, gd.w, gd.offset, gd.family)
     x = [theta_layout(info.terms).start(), beta]
     if gd.family.has_dispersion:
         resid = gd.y - (gd.offset + info.X @ beta)
         x.append([np.log(np.sqrt(np.sum(gd.w * resid ** 2) / len(resid)))])
-    return np.concatenate(x)
+    return np.concatenate(x), converged
 
 
 def lower_bounds(gd: GlmmData) -> np.ndarray:

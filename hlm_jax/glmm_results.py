@@ -37,15 +37,18 @@ def glmer(formula: str, data: pd.DataFrame, family="binomial", weights=None, off
     fam = make_family(family, link)
     gd = build_glmm(formula, data, fam, weights, offset)
     info = gd.design.info
-    separation_check(info.X, gd.y, gd.w, info.fixed_names, fam)
-    return fit_glmm(gd, nAGQ, max_iter)
+    x0, glm_converged = start_values(gd)
+    if not glm_converged:   # the linear program only runs when the GLM fit hints at separation
+        separation_check(info.X, gd.y, gd.w, info.fixed_names, fam)
+    return fit_glmm(gd, nAGQ, max_iter, x0)
 
 
 @float64
-def fit_glmm(gd: GlmmData, nAGQ: int = 1, max_iter: int = 200) -> "GlmerModel":
-    """Fit a GLMM whose data are already built (also used with a new response)."""
+def fit_glmm(gd: GlmmData, nAGQ: int = 1, max_iter: int = 200, x0=None) -> "GlmerModel":
+    """Fit a GLMM whose data are already built (also used with a new response), from x0 or the GLM fit."""
     problem = make_problem(gd, n_agq=int(nAGQ))
-    x0, lower = jnp.asarray(start_values(gd)), jnp.asarray(lower_bounds(gd))
+    x0 = start_values(gd)[0] if x0 is None else x0
+    x0, lower = jnp.asarray(x0), jnp.asarray(lower_bounds(gd))
     state, H, modes = fit_problem(problem, x0, lower, max_iter=max_iter)
     model = GlmerModel(gd, jax.tree_util.tree_map(np.asarray, state), np.asarray(H),
                        jax.tree_util.tree_map(np.asarray, modes), nAGQ)

@@ -113,3 +113,13 @@ def test_family_objects():
     assert str(fam) == "binomial  ( probit )"
     with pytest.raises(ValueError, match="links"):
         hj.families.Poisson(link="logit")
+
+
+@pytest.mark.slow
+def test_glmer_reports_separation():
+    rng = np.random.default_rng(0)
+    d = pd.DataFrame({"g": np.repeat(np.arange(10), 6).astype(str), "x": np.tile([0, 0, 0, 1, 1, 1], 10)})
+    d["y"] = np.where(d["x"] == 1, 1, rng.integers(0, 2, len(d)))
+    with pytest.warns(SeparationWarning, match="x"):
+        m = hj.glmer("y ~ x + (1 | g)", d)
+    assert m.fixef["x"] > 5     # heading for +∞

@@ -115,6 +115,7 @@ class Family:
     name: str = "family"
     links: tuple = ()
     has_dispersion: bool = False
+    canonical: str = ""
 
     def __post_init__(self):
         object.__setattr__(self, "link", make_link(self.link))
@@ -163,6 +164,7 @@ class Binomial(Family):
     link: Link = Logit()
     name: str = "binomial"
     links: tuple = ("logit", "probit", "cloglog")
+    canonical: str = "logit"
 
     def logpdf(self, y, eta, w, phi):
         k = y * w
@@ -210,6 +212,7 @@ class Poisson(Family):
     link: Link = Log()
     name: str = "poisson"
     links: tuple = ("log", "identity")
+    canonical: str = "log"
 
     def logpdf(self, y, eta, w, phi):
         mu = self.link.linkinv(eta)
@@ -241,6 +244,7 @@ class Gaussian(Family):
     name: str = "gaussian"
     links: tuple = ("identity", "log")
     has_dispersion: bool = True
+    canonical: str = "identity"
 
     def logpdf(self, y, eta, w, phi):
         mu = self.link.linkinv(eta)

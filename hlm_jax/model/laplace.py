@@ -29,7 +29,8 @@ import jax.numpy as jnp
 from ..likelihood import linalg
 
 INNER_MAX_ITER = 60
-INNER_TOL = 1e-11
+INNER_TOL = 1e-11          # stop after a step this small (relative): Fisher scoring converges linearly
+INNER_TOL_NEWTON = 1e-7    # ... or this small when the curvature is exact (Newton: the next error is ~ step²)
 HALVINGS = 30
 
 
@@ -150,6 +151,11 @@ class RowModel:
     def logdens_rows(self, params, rows, z):
         """Per-row log-density (n,) given the random part z (n,) of the linear predictor."""
         raise NotImplementedError
+
+    @property
+    def exact_curvature(self) -> bool:
+        """Whether `curvature_rows` is the exact −∂²ℓ/∂z² (then the inner iteration is Newton's)."""
+        return type(self).curvature_rows is RowModel.curvature_rows
 
     def curvature_rows(self, params, rows, z):
         """Per-row curvature −∂²/∂z² of `logdens_rows` (n,), or its expectation (PIRLS weights)."""
@@ -277,10 +283,12 @@ def _row_newton(model: RowModel, params, lams, rows, rr: RandomRows):
         size = jnp.where(ok, alpha * _max_abs(d), 0.0)
         return u_new, jnp.where(ok, h_new, h_u), size, it + 1
 
+    tol = INNER_TOL_NEWTON if model.exact_curvature else INNER_TOL
+
     def going(c):
         u, _, size, it = c
         scale = 1.0 + _max_abs(u)
-        return (it < INNER_MAX_ITER) & (size > INNER_TOL * scale)
+        return (it < INNER_MAX_ITER) & (size > tol * scale)
 
     u0 = (jnp.zeros((rr.G1, a1.shape[1]), a1.dtype), jnp.zeros((rr.Q2,), a1.dtype))
     start = (u0, h(u0, params, lams, rows, rr), jnp.asarray(jnp.inf, a1.dtype), 0)
