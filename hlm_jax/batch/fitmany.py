@@ -72,7 +72,7 @@ def _table(info, fixed_names, fixef, se, out, extra: dict) -> pd.DataFrame:
 
 
 @float64
-def fit_many(formula: str, datasets, responses=None, REML: bool = True, chunk: int | None = None,
+def fit_many(formula: str, datasets=None, responses=None, REML: bool = True, chunk: int | None = None,
              progress: bool | None = None, max_iter: int = 200, correlation=None, weights=None) -> pd.DataFrame:
     """Fit one model structure to many data sets, or to many responses, in one batched program.
     `fit_many(glmm, responses=Y)`: a fitted hj.glmer model refitted to each column of Y.
@@ -96,7 +96,7 @@ def fit_many(formula: str, datasets, responses=None, REML: bool = True, chunk: i
         return residual_fit_many(formula, datasets, responses, REML, correlation, weights, max_iter)
     if responses is not None:
         return _fit_responses(formula, datasets, responses, REML, chunk, progress, max_iter)
-    if isinstance(datasets, pd.DataFrame):
+    if datasets is None or isinstance(datasets, pd.DataFrame):
         raise TypeError("fit_many needs a list of DataFrames, or one DataFrame and responses= (an n × m array)")
     datasets = list(datasets)
     if not datasets:
