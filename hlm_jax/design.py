@@ -292,7 +292,7 @@ def _group_codes(frame: pd.DataFrame, group: tuple[str, ...], name: str) -> tupl
     used, inverse = np.unique(combined, return_inverse=True)
     first = np.zeros(len(used), dtype=np.int64)
     first[inverse[::-1]] = np.arange(len(inverse))[::-1]
-    levels = np.array([":".join(labels[codes[r]] for codes, labels in label_parts) for r in first], dtype=object)
+    levels = np.array([level_label([labels[codes[r]] for codes, labels in label_parts]) for r in first], dtype=object)
     if len(levels) < 2:
         raise DesignError(f"grouping factor {name!r} has a single level ({levels[0]!r}); "
                           "a random effect needs at least two groups")
@@ -305,7 +305,13 @@ def factor_labels(frame: pd.DataFrame, group: tuple[str, ...]) -> list[str]:
     for col in group:
         codes, labels = factor_codes(frame[col])
         parts.append(labels[codes])
-    return [":".join(p) for p in zip(*parts)]
+    return [level_label(p) for p in zip(*parts)]
+
+
+def level_label(parts) -> str:
+    """A level of an interaction a:b: its factors' labels joined by ':' (as R writes them); a label that has a
+    ':' of its own is backquoted, so that 'x:y' with 'z' and 'x' with 'y:z' stay two levels."""
+    return ":".join(f"`{p}`" if ":" in p else p for p in parts)
 
 
 def _random_blocks(parsed: ParsedFormula, frame: pd.DataFrame):

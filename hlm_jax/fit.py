@@ -19,6 +19,7 @@ from .likelihood import crossed, wide
 from .model.layout import theta_layout
 from .likelihood.lmm import Estimates, Stats, estimates, group_stats, objective
 from .optimize import NewtonState, minimize, minimize_then_polish
+from .checks import check_identifiable
 from .scaling import Scales, design_scales, scale_design
 
 
@@ -215,7 +216,9 @@ def _fit_sparse(design: Design, args, max_iter: int) -> tuple[ModelFit, np.ndarr
 def fit_model(design: Design, reml: bool, max_iter: int = 200) -> tuple[ModelFit, np.ndarray]:
     """Fit any design (one or several grouping factors) on unit-scaled columns (see `scaling`) and map the
     fit back to the data's units; arrays come back as numpy. Returns (fit, β₀)."""
-    layout = theta_layout(design.info.terms)
+    info = design.info
+    check_identifiable(info.factors, info.terms, info.nobs, info.p)
+    layout = theta_layout(info.terms)
     scales = design_scales(design, layout)
     fit, beta0 = _fit_scaled(scale_design(design, scales), layout, reml, max_iter)
     return unscale_fit(fit, beta0, scales, design.info.nobs, reml)

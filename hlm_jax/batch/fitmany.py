@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from ..design import DesignError, build_design, factor_codes
-from ..formula import parse_formula, response_values
+from ..formula import check_finite, parse_formula, response_values
 from ..messages import require_bool, warn
 from ..model.layout import theta_layout
 from ..precision import float64
@@ -26,6 +26,29 @@ def _random_matrix(info, frame: pd.DataFrame) -> np.ndarray:
 def _fixed_matrix(info, frame: pd.DataFrame) -> np.ndarray:
     X = info.fixed_spec.matrix(frame)
     return X[:, [info.fixed_spec.names.index(n) for n in info.fixed_names]]
+
+
+def _frame_matrices(info, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """X and Z of one frame in the first data set's coding, checked to be finite."""
+    X, Z = _fixed_matrix(info, frame), _random_matrix(info, frame)
+    check_finite(X, info.fixed_names, frame.index)
+    check_finite(Z, [c for t in info.terms for c in t.columns], frame.index)
+    return X, Z
+
+
+def _matrices(info, frames: list[pd.DataFrame], big: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """X and Z of all data sets stacked; an error (a level the first data set lacks, a value that is not
+    finite) names the data set it comes from."""
+    try:
+        return _frame_matrices(info, big)
+    except DesignError:
+        for i, frame in enumerate(frames):
+            try:
+                _frame_matrices(info, frame)
+            except DesignError as exc:
+                raise DesignError(f"data set {i}: {exc} (the model matrices follow the first data set's "
+                                  "coding)") from None
+        raise
 
 
 def _check_frame(data, i: int, used: list[str]) -> pd.DataFrame:
@@ -111,7 +134,7 @@ def fit_many(formula: str, datasets=None, responses=None, REML: bool = True, chu
     big = pd.concat(frames, ignore_index=True)
     ds = np.repeat(np.arange(m), sizes)
     y = response_values(info.parsed.response_node, big)
-    X, Z = _fixed_matrix(info, big), _random_matrix(info, big)
+    X, Z = _matrices(info, frames, big)
     layout = theta_layout(info.terms)
     x_scale, z_scale = column_scales(X), z_scales([Z], layout)   # common column units; each data set's y below
     X, Z = X / x_scale, Z / z_scale[0]

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from ..design import DesignError, bucket_length, factor_codes
+from ..design import DesignError, bucket_length, factor_codes, level_label
 from ..formula import Name, check_columns, check_finite, deparse, model_matrix, parse_lmlist, response_values, variables
 from ..messages import warn
 from ..precision import float64
@@ -127,7 +127,7 @@ def _groups(frame: pd.DataFrame, group: tuple[str, ...]):
     for name in group[1:]:
         c2, l2 = _fast_codes(frame[name])
         used, codes = np.unique(codes * len(l2) + c2, return_inverse=True)
-        levels = np.array([f"{levels[u // len(l2)]}:{l2[u % len(l2)]}" for u in used], dtype=object)
+        levels = np.array([level_label([levels[u // len(l2)], l2[u % len(l2)]]) for u in used], dtype=object)
     sizes = np.bincount(codes, minlength=len(levels))
     starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
     order = None if np.all(codes[1:] >= codes[:-1]) else np.argsort(codes, kind="stable")
