@@ -1,6 +1,6 @@
 """Fresh-process latency: `import hlm_jax` + compile + first sleepstudy fit, cold and warm.
 
-    python benchmarks/bench_startup.py [--runs 5] [--profile]
+    python benchmarks/bench_startup.py [--runs 5] [--profile] [--calls]
 
 Every measurement is a new Python process started with subprocess; the time is
 the parent's wall clock around it (interpreter start-up and exit included).
@@ -13,6 +13,10 @@ the parent's wall clock around it (interpreter start-up and exit included).
 For comparison it also times `import jax` alone, `import hlm_jax` alone, lme4 in a
 fresh `Rscript` (library(lme4) + the same fit) and, when installed, mixedlm and
 mixedlm-rs in a fresh Python. Goals: cold ≤ 2 s, warm ≤ 1 s.
+
+--calls adds the first bootstrap(n=1000), pb_test(n=1000), fit_many (1,000 responses) and profile confint in
+a fresh process after its first fit, cold and warm cache (goal ≤ 2 s each, profile ≤ 5 s), with the compile
+seconds inside each (JAX's monitoring events, `hlm_jax.compile_time`, when the checkout has it).
 
 --profile adds a stage-by-stage breakdown of one cold and one warm process
 (imports, design, tracing / lowering / XLA compile of each jitted program, first run).
@@ -43,6 +47,35 @@ m = hj.lmer({FORMULA!r}, hj.datasets.load("sleepstudy"))
 t2 = time.perf_counter()
 print("RESULT", json.dumps({{"import": t1 - t0, "fit": t2 - t1, "objective": m.objective}}))
 """
+
+FIRST_CALLS = f"""
+import json, time
+import hlm_jax as hj
+try:
+    from hlm_jax.compile_time import timed
+except ImportError:   # an older checkout: wall time only
+    from contextlib import contextmanager
+    @contextmanager
+    def timed():
+        out = {{}}; t = time.perf_counter(); yield out; out["seconds"] = time.perf_counter() - t
+d = hj.datasets.load("sleepstudy")
+m = hj.lmer({FORMULA!r}, d)
+small = hj.lmer("Reaction ~ Days + (1 | Subject)", d, REML=False)
+big = hj.lmer({FORMULA!r}, d, REML=False)
+Y = m.simulate(nsim=1000, seed=1)
+T = {{}}
+with timed() as T["bootstrap(n=1000)"]:
+    m.bootstrap(n=1000, seed=1, progress=False)
+with timed() as T["pb_test(n=1000)"]:
+    hj.pb_test(small, big, n=1000, seed=1, progress=False)
+with timed() as T["fit_many(1000 responses)"]:
+    hj.fit_many({FORMULA!r}, d, responses=Y, progress=False)
+with timed() as T["confint(method='profile')"]:
+    m.confint(method="profile")
+print("RESULT", json.dumps(T))
+"""
+CALL_GOALS = {"bootstrap(n=1000)": "≤ 2 s", "pb_test(n=1000)": "≤ 2 s", "fit_many(1000 responses)": "≤ 2 s",
+              "confint(method='profile')": "≤ 5 s"}
 
 IMPORT_JAX = "import jax"
 IMPORT_HLM = "import hlm_jax"
@@ -142,6 +175,7 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=5, help="fresh processes per measurement")
     ap.add_argument("--profile", action="store_true", help="also print a stage breakdown (cold and warm)")
+    ap.add_argument("--calls", action="store_true", help="also time the first batched and profile calls")
     args = ap.parse_args(argv)
     n = args.runs
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPU cores; {n} fresh processes each; seconds")
@@ -177,6 +211,8 @@ def main(argv=None) -> None:
         else:
             print(f"{'Rscript: library(lme4) + lmer':<40} skipped: Rscript with lme4 not found")
 
+        if args.calls:
+            first_calls(n, tmp)
         if args.profile:
             try:
                 prof_cold = run_python(PROFILE, child_env(os.path.join(tmp, "profile")))[1]
@@ -189,6 +225,22 @@ def main(argv=None) -> None:
                 print(f"{stage:<48} {prof_cold[stage]:7.3f} {prof_warm.get(stage, float('nan')):7.3f}")
             total = lambda d: sum(v for k, v in d.items() if not k.startswith("lmer()"))
             print(f"{'total to the first fit':<48} {total(prof_cold):7.3f} {total(prof_warm):7.3f}")
+
+
+def first_calls(n: int, tmp: str) -> None:
+    """Each first call's wall time in a fresh process (min of n), cold and warm cache; compile seconds inside."""
+    cold = [run_python(FIRST_CALLS, child_env(os.path.join(tmp, f"calls_cold{i}")))[1] for i in range(n)]
+    warm_env = child_env(os.path.join(tmp, "calls_warm"))
+    run_python(FIRST_CALLS, warm_env)
+    warm = [run_python(FIRST_CALLS, warm_env)[1] for _ in range(n)]
+    print(f"\nfirst call in a fresh process (after its first fit), min of {n}; s\n"
+          f"{'call':<28} {'cold':>7} {'compile':>8} {'warm':>7} {'compile':>8}  goal")
+    for call, goal in CALL_GOALS.items():
+        row = []
+        for runs in (cold, warm):
+            best = min(runs, key=lambda r: r[call]["seconds"])[call]
+            row += [best["seconds"], best.get("compile_s", float("nan"))]
+        print(f"{call:<28} {row[0]:7.2f} {row[1]:8.2f} {row[2]:7.2f} {row[3]:8.2f}  {goal}")
 
 
 if __name__ == "__main__":
