@@ -143,7 +143,7 @@ def formulas(draw):
     return form.format(y=response, fixed=fixed, random=random)
 
 
-@settings(max_examples=int(os.environ.get("HLM_JAX_FUZZ_EXAMPLES", 30)), deadline=None,
+@settings(max_examples=int(os.environ.get("HLM_JAX_FUZZ_EXAMPLES", 25)), deadline=None,
           suppress_health_check=[HealthCheck.too_slow])
 @given(formula=formulas())
 def test_fuzzed_formulas_fit_or_raise_formula_or_design_errors(formula):
@@ -164,7 +164,7 @@ column_names = st.one_of(
 ).filter(lambda s: s not in ("y", "g"))
 
 
-@settings(max_examples=int(os.environ.get("HLM_JAX_FUZZ_EXAMPLES", 30)), deadline=None,
+@settings(max_examples=int(os.environ.get("HLM_JAX_FUZZ_EXAMPLES", 12)), deadline=None,
           suppress_health_check=[HealthCheck.too_slow])
 @given(names=st.lists(column_names, min_size=2, max_size=2, unique=True), bare=st.booleans())
 def test_fuzzed_column_names_work_in_backticks(names, bare):
