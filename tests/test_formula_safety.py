@@ -20,6 +20,7 @@ from hlm_jax.design import build_design
 
 SLEEP = hj.datasets.load("sleepstudy")
 HSB = hj.datasets.load("hsb").query("school < 1400")
+CBPP = hj.datasets.load("cbpp")
 
 PAYLOADS = [
     "I(__import__('os').system('touch {path}'))",
@@ -51,6 +52,11 @@ def entry_points():
                                          group=["school", "sector"], data=HSB)),
         ("hausman_test", lambda p: hj.hausman_test(f"mathach ~ ses + {p} + (1 | school)", HSB, "ses")),
         ("compare_methods", lambda p: hj.compare_methods(f"mathach ~ {p}", group="school", data=HSB)),
+        ("lm", lambda p: hj.lm(f"Reaction ~ {p}", SLEEP)),
+        ("glmer fixed", lambda p: hj.glmer(f"incidence ~ {p} + (1 | herd)", CBPP, family="poisson")),
+        ("glmer response", lambda p: hj.glmer(f"cbind(incidence, {p}) ~ period + (1 | herd)", CBPP)),
+        ("glmer offset", lambda p: hj.glmer(f"incidence ~ period + offset({p}) + (1 | herd)", CBPP,
+                                            family="poisson")),
     ]
 
 
