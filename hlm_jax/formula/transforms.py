@@ -194,8 +194,8 @@ def factor_codes(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
         uniq, codes = np.unique(values.to_numpy(), return_inverse=True)
         labels = np.array([number_label(v) for v in uniq], dtype=object)
         return codes.astype(np.int64), labels
-    uniq, codes = np.unique(values.astype(str).to_numpy(), return_inverse=True)
-    return codes.astype(np.int64), uniq.astype(object)
+    codes, uniq = pd.factorize(values.astype(str), sort=True)  # as np.unique's order, without sorting n strings
+    return codes.astype(np.int64), np.asarray(uniq, dtype=object)
 
 
 def number_label(v) -> str:
