@@ -216,7 +216,7 @@ def test_lmlist_does_not_depend_on_row_order_or_path(sleep):
     fits = hj.lmlist("Reaction ~ Days | Subject", sleep)
     shuffled = sleep.sample(frac=1.0, random_state=3)
     pd.testing.assert_frame_equal(hj.lmlist("Reaction ~ Days | Subject", shuffled).coef, fits.coef, rtol=1e-12)
-    # a formula formulaic must expand (I(Days*1)) takes the general path
+    # a formula that needs the general model matrix (I(Days*1)) takes the general path
     general = hj.lmlist("Reaction ~ I(Days * 1) | Subject", sleep)
     np.testing.assert_allclose(general.coef.to_numpy(), fits.coef.to_numpy(), rtol=1e-12)
 
