@@ -1,6 +1,7 @@
 """`glmer()` and the fitted GLMM: lme4's results API (fixef, vcov, ranef, predict, residuals, summary)."""
 from __future__ import annotations
 
+import html
 from functools import cached_property
 
 import jax
@@ -9,7 +10,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from .design import with_response
+from .design import NotYetSupportedError, with_response
 from .fit import ModelFit
 from .glmm import (GlmmData, build_glmm, fit_problem, lower_bounds, make_problem, separation_check, start_values)
 from .glmm_batch import bootstrap_glmm, fit_many_glmm, pb_test_glmm
@@ -182,14 +183,28 @@ class GlmerModel(LmerModel):
         return self.family.simulate(key_y, mu, jnp.asarray(self.gd.w)[None, :], self.sigma)
 
     # ---- tables -------------------------------------------------------------------------------
-    def tidy(self, ddf: str | None = None) -> pd.DataFrame:
-        """Fixed effects with Wald z tests (lme4's summary): term, estimate, std_error, statistic, p_value."""
+    def tidy(self, effects: str = "fixed", ddf: str | None = None) -> pd.DataFrame:
+        """Fixed effects with Wald z tests (lme4's summary): term, estimate, std_error, statistic, p_value;
+        effects="ran_pars" / "ran_vals" as lmer's (no residual sd unless the family has a dispersion)."""
         if ddf is not None:
             raise ValueError("denominator degrees of freedom are for linear mixed models; GLMMs use z tests")
+        if effects != "fixed":
+            table_ = LmerModel.tidy(self, effects)
+            keep = self.family.has_dispersion or effects != "ran_pars"
+            return table_ if keep else table_[table_["group"] != "Residual"].reset_index(drop=True)
         se = self.std_errors
         z = (self.fixef / se).to_numpy()
         return pd.DataFrame({"term": self.fixef.index, "estimate": self.fixef.to_numpy(), "std_error": se.to_numpy(),
                              "statistic": z, "p_value": 2.0 * sps.norm.sf(np.abs(z))})
+
+    def icc(self):
+        raise NotYetSupportedError("icc() is for linear mixed models; a GLMM's needs a latent-scale variance")
+
+    def r2(self):
+        raise NotYetSupportedError("r2() is for linear mixed models; a GLMM's needs a latent-scale variance")
+
+    def _repr_html_(self) -> str:
+        return f"<pre>{html.escape(self.summary())}</pre>"
 
     def confint(self, method: str = "wald", level: float = 0.95, **kw) -> pd.DataFrame:
         """Wald intervals of the fixed effects (profile and bootstrap intervals are for lmer fits)."""

@@ -56,6 +56,9 @@ def test_results_api_consistent():
     text = m.summary()
     assert "Family: binomial  ( logit )" in text and "z value" in text and "Residual" not in text
     assert list(m.varcorr["grp"]) == ["herd"]
+    assert list(m.tidy("ran_pars")["group"]) == ["herd"]           # no residual sd for a binomial GLMM
+    assert m.tidy("ran_vals")["std_error"].to_numpy() == pytest.approx(m.ranef["herd"].iloc[:, 1].loc[
+        m.tidy("ran_vals")["level"]].to_numpy())
     assert m.ranef["herd"].shape == (15, 2)
     new = cbpp().iloc[:3].assign(herd=["1", "2", "new"])
     pred = m.predict(new, type="link").to_numpy()
