@@ -49,8 +49,8 @@ def format_real(values, digits: int) -> list[str]:
     right-aligned to a common width."""
     values = np.asarray(values, dtype=float)
     decimals = max([_decimals_needed(v, digits) for v in values] + [0])
-    text = [f"{v:.{decimals}f}" if np.isfinite(v) else ("NaN" if np.isnan(v) else ("Inf" if v > 0 else "-Inf"))
-            for v in values]
+    text = [f"{round(v, decimals) + 0.0:.{decimals}f}" if np.isfinite(v)  # + 0.0: no "-0.000", as R
+            else ("NaN" if np.isnan(v) else ("Inf" if v > 0 else "-Inf")) for v in values]
     width = max(len(t) for t in text) if text else 0
     return [t.rjust(width) for t in text]
 

@@ -8,7 +8,7 @@ import pytest
 
 import hlm_jax as hj
 from conftest import load_reference
-from hlm_jax.report import abbreviate, coefficient_rows, format_pvalues, table_text
+from hlm_jax.report import abbreviate, coefficient_rows, format_pvalues, format_real, table_text
 
 REF = load_reference("summary_references")
 DATA = {"sleepstudy": "sleepstudy", "sleepstudy_ml": "sleepstudy", "hsb": "hsb"}
@@ -37,6 +37,11 @@ def test_abbreviate_is_r_abbreviate():
     assert abbreviate(names, 11) == ["(Intercept)", "cses", "sectorPublc", "meanses", "css:sctrPbl"]
     assert abbreviate(["Days", "Days2"], 3) == ["Dys", "Dy2"]  # as R 4.2 gives them
     assert abbreviate(["sexMale:age", "x_long_name_here"], 6) == ["sxMl:g", "x_ln__"]
+
+
+def test_format_real_as_r():
+    assert format_real([2.3808, 0.27158, 36.7077], 4) == [" 2.3808", " 0.2716", "36.7077"]  # hsb's variances
+    assert format_real(np.round([-0.0001, -0.766], 3), 3) == [" 0.000", "-0.766"]  # R prints no "-0.000"
 
 
 def test_format_pvalues_as_r():
