@@ -17,6 +17,7 @@ import jax
 
 from . import datasets
 from .model import family as families
+from .checks import IdentifiabilityError
 from .design import DesignError, NotYetSupportedError
 from .formula import FormulaError
 from .model.residual import AR1, CAR1, CompSymm, VarExp, VarIdent, VarPower
@@ -61,7 +62,7 @@ _enable_compilation_cache()
 
 __all__ = ["lm", "LmModel", "lmer", "glmer", "GlmerModel", "families", "LmerModel", "datasets", "AR1", "CAR1", "CompSymm", "VarIdent", "VarPower", "VarExp",
            "GroupModel", "fit_group", "GroupModelFit",
-           "FormulaError", "DesignError", "NotYetSupportedError",
+           "FormulaError", "DesignError", "IdentifiabilityError", "NotYetSupportedError",
            "ConvergenceWarning", "SingularFitWarning",
            "anova", "AnovaResult", "DifferentDataError", "hlm", "HlmModel", "group_mean", "center_within",
            "hausman_test", "compare_methods",

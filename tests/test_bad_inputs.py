@@ -122,6 +122,17 @@ CASES = [
          D, "column 'Days' is not finite (inf) in 1 row(s): 3"),
     Case("lmlist", "Reaction ~ Days", lambda: hj.lmlist("Reaction ~ Days", SLEEP), F,
          "needs a formula 'response ~ predictors | group'"),
+    # lme4's identifiability checks (IdentifiabilityError, a DesignError) and a level the first data set lacks
+    Case("lmer", "Reaction ~ Days + (1 | obs), obs a different level in every row",
+         lmer_on(SLEEP.assign(obs=np.arange(len(SLEEP))), "Reaction ~ Days + (1 | obs)"), hj.IdentifiabilityError,
+         "number of levels of each grouping factor must be < number of observations (problems: obs)"),
+    Case("lmer", "Reaction ~ Days + (Days | Subject), on the 36 rows with Days < 2",
+         lmer_on(SLEEP[SLEEP.Days < 2], "Reaction ~ Days + (Days | Subject)"), hj.IdentifiabilityError,
+         "number of observations (=36) <= number of random effects (=36) for term (1 + Days | Subject)"),
+    Case("fit_many", "Reaction ~ g + (1 | Subject), g has a level in data set 1 that data set 0 lacks",
+         lambda: hj.fit_many("Reaction ~ g + (1 | Subject)", [SLEEP.assign(g=np.where(SLEEP.Days < 5, "a", "b")),
+                                                             SLEEP.assign(g=np.where(SLEEP.Days < 5, "a", "c"))],
+                             progress=False), D, "data set 1: g has level 'c'"),
     # what works
     Case("lmer", "Reaction ~ factor(Days) + (1 | Subject)", lmer("Reaction ~ factor(Days) + (1 | Subject)"), None,
          "factor(Days)1"),

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 import hlm_jax as hj
-from hlm_jax.checks import IdentifiabilityError
+from hlm_jax import IdentifiabilityError
 
 
 def test_a_factor_with_a_level_per_observation_is_lme4s_error(sleepstudy):
