@@ -180,11 +180,13 @@ def _fit(data: ResidualData, x0, lower, reml, max_iter: int = 200):
 
 
 class ResidualFit(NamedTuple):
-    """What a fit with a residual structure adds to an lmer fit: the bound structure, η̂ and its data."""
+    """What a fit with a residual structure adds to an lmer fit: the bound structure, η̂, its data, and
+    the structures and column values it was made from (to refit)."""
 
     residual: Residual
     eta: np.ndarray
     data: ResidualData
+    spec: tuple = ()
 
 
 FITTED = "fitted"  # a variance covariate that is the model's fitted values (nlme's ~fitted(.))
@@ -226,7 +228,8 @@ def _fit_once(design: Design, values: dict, correlation, variance, reml: bool,
                                                          jnp.asarray(float(reml)), max_iter=max_iter))
     k, G = data.n_theta, design.info.n_groups
     raw = ModelFit(state._replace(x=state.x[:k]), est, (est.b[:G],), (est.b_cov[:G],))
-    return raw, np.asarray(data.beta0), ResidualFit(data.residual, state.x[k:], data)
+    return raw, np.asarray(data.beta0), ResidualFit(data.residual, state.x[k:], data,
+                                                    (correlation, variance, values))
 
 
 def structure_columns(correlation, variance) -> list[str]:

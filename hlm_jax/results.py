@@ -374,6 +374,7 @@ class LmerModel:
 
     def _fixed_table(self, ddf: str | None) -> pd.DataFrame:
         if ddf is not None:
+            self.require_plain(f"tidy(ddf={ddf!r})")
             from .inference.ddf import ddf_table
             table = ddf_table(self, ddf)
             out = table[["term", "estimate", "std_error", "statistic", "df", "p_value"]].copy()
@@ -390,6 +391,21 @@ class LmerModel:
                "REMLcrit" if self.reml else "deviance": self.objective, "df_residual": self.nobs - self.n_params}
         return pd.DataFrame([row])
 
+    @float64
+    def refit(self, REML: bool) -> "LmerModel":
+        """The same model (residual structure and prior weights included) fitted by REML or by ML."""
+        if self.residual is None:
+            return fit_design(self.design, REML, prior=self.prior)
+        correlation, variance, values = self.residual.spec
+        raw, beta0, residual = fit_residual_model(self.design, values, correlation, variance, bool(REML))
+        return LmerModel(self.design, bool(REML), raw, beta0, residual=residual)
+
+    def require_plain(self, what: str) -> None:
+        """Refuse computations that do not know residual structures yet (they would ignore R_g)."""
+        if self.residual is not None:
+            raise NotYetSupportedError(f"{what} is not available for models with a residual structure yet "
+                                       "(variance_table() gives Hessian-based SEs, bootstrap() percentile intervals)")
+
     def confint(self, method: str = "profile", level: float = 0.95, **kw) -> pd.DataFrame:
         """Confidence intervals, rows named as lme4's confint(oldNames = FALSE), columns lower, upper.
 
@@ -404,16 +420,20 @@ class LmerModel:
         **kw
             `which=` (profile: a subset of parameters); `n=`, `seed=` (boot).
         """
+        if method == "profile":
+            self.require_plain("confint(method='profile')")
         from .inference.profile import confint
         return confint(self, method, level, **kw)
 
     def icc(self) -> pd.Series:
         """Intraclass correlation (adjusted, conditional, and each grouping factor's share)."""
+        self.require_plain("icc()")
         from .inference.variance import icc
         return icc(self)
 
     def r2(self) -> pd.Series:
         """Nakagawa-Schielzeth marginal and conditional R²."""
+        self.require_plain("r2()")
         from .inference.variance import r2
         return r2(self)
 

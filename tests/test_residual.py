@@ -209,3 +209,17 @@ def test_ar1_bootstrap_over_four_devices_equals_one_device(tmp_path):
     subprocess.run([sys.executable, "-c", SHARDED, str(out)], check=True, env=env, timeout=600)
     m = hj.lmer(ORTHODONT, orthodont(), correlation=hj.AR1())
     np.testing.assert_allclose(np.load(out), m.bootstrap(n=10, seed=3).replicates.to_numpy(), rtol=1e-7, atol=1e-9)
+
+
+def test_refit_by_ml_and_anova_keep_the_structure():
+    """anova refits REML fits by ML (as lme4): with an AR(1) structure the ML refit is nlme's ML fit."""
+    d = orthodont()
+    ar1 = hj.lmer(ORTHODONT, d, correlation=hj.AR1())
+    ml = ar1.refit(REML=False)
+    assert ml.loglik == pytest.approx(load_reference("orthodont_ar1_ml")["logLik"], rel=1e-6)
+    assert ml.residual_params["Phi"] == pytest.approx(load_reference("orthodont_ar1_ml")["corStruct"]["Phi"], abs=1e-3)
+    plain = hj.lmer(ORTHODONT, d)
+    table = hj.anova(plain, ar1)
+    assert table.table["Chisq"].iloc[1] == pytest.approx(2 * (ml.loglik - plain.refit(REML=False).loglik), rel=1e-6)
+    with pytest.raises(hj.NotYetSupportedError, match="residual structure"):
+        ar1.confint()

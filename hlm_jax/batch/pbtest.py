@@ -79,6 +79,7 @@ def pb_test(small, big, n: int = 1000, seed: int = 0, chunk: int | None = None,
         if not hasattr(m, "info") or not hasattr(m, "fixef"):
             raise TypeError(f"pb_test needs fitted models (hj.lmer); the {role} model is {type(m).__name__}")
         single_factor(m, "pb_test")
+        m.require_plain("pb_test")
     _check_nested(small, big)
     small_ml, big_ml = _ml(small), _ml(big)
     stat = max(small_ml.objective - big_ml.objective, 0.0)

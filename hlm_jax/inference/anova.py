@@ -16,7 +16,6 @@ from scipy import stats as sps
 from ..ols import LmModel
 from ..precision import float64
 from ..report import html_block, html_frame, table_text
-from ..results import fit_design
 from .ftable import FTable, lm_table, marginal_table, sequential_table
 
 
@@ -110,7 +109,7 @@ def anova(*models, names: list[str] | None = None, refit: bool = True, ddf: str 
         raise ValueError(f"{len(names)} names for {len(models)} models")
     _same_data(models, names)
     refit_ml = refit and any(m.reml for m in models)
-    fits = [fit_design(m.design, REML=False, prior=m.prior) if (refit_ml and m.reml) else m for m in models]
+    fits = [m.refit(REML=False) if (refit_ml and m.reml) else m for m in models]
     order = sorted(range(len(fits)), key=lambda i: fits[i].n_params)  # stable, as lme4's order(df)
     rows = []
     previous = None
