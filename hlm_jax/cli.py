@@ -139,6 +139,7 @@ def fit_table(model, ddf: str | None, intervals: pd.DataFrame | None) -> pd.Data
 
 
 def run_fit(args) -> None:
+    """`fit`: the summary (text), or fixed effects, variance components and fit statistics (json, csv)."""
     data = read_data(args)
     start = time.perf_counter()
     model = hj.lmer(args.formula, data, REML=not args.ml)
@@ -161,6 +162,7 @@ def run_fit(args) -> None:
 
 
 def run_bootstrap(args) -> None:
+    """`bootstrap`: the replicates as CSV (one row each, with its convergence flag), intervals on stdout."""
     if args.n < 1:
         raise UsageError(f"--n must be at least 1, got {args.n}")
     if args.coordinator:
@@ -185,6 +187,7 @@ def run_bootstrap(args) -> None:
 
 
 def run_datasets(args) -> None:
+    """`datasets`: each embedded dataset's name and description."""
     rows = [{"name": n, "description": hj.datasets.describe(n)} for n in hj.datasets.names()]
     if args.format == "json":
         print(json.dumps(rows, indent=1))
@@ -198,6 +201,7 @@ def _timing(what: str, start: float) -> None:
 
 
 def _warning_line(message, category, filename, lineno, file=None, line=None):
+    """warnings.showwarning for the command line: one "warning: ..." line on stderr."""
     print(f"warning: {_one_line(message)}", file=sys.stderr)
 
 

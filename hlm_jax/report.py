@@ -38,6 +38,7 @@ def _significant_needed(x: float, digits: int) -> int:
 
 
 def _decimals_needed(x: float, digits: int) -> int:
+    """Decimals that show x to `digits` significant digits, trailing zeros dropped (R's formatReal)."""
     if not np.isfinite(x) or x == 0:
         return 0
     rounded = float(f"{x:.{digits - 1}e}")
@@ -128,6 +129,7 @@ def _abbreviate_one(name: str, minlength: int) -> str:
 # ---- the summary's blocks -------------------------------------------------------------------------
 
 def header(model, ddf: str | None = None) -> str:
+    """Title, formula, missing rows and the criterion (REML) or lme4's AIC/BIC/logLik/deviance/df.resid line (ML)."""
     how = "REML" if model.reml else "maximum likelihood"
     first = f"Linear mixed model fit by {how} (hlm_jax)"
     if ddf:
@@ -229,6 +231,7 @@ def residual_structure(model) -> str:
 
 
 def fixed_effects(table: pd.DataFrame, stars: bool = False) -> str:
+    """The "Fixed effects:" block (printCoefmat), with R's legend when stars are shown."""
     rows = coefficient_rows(table, stars=stars)
     text = "Fixed effects:\n" + table_text(rows, ["l"] + ["r"] * (len(rows[0]) - 1))
     if stars and "p_value" in table.columns:
@@ -258,6 +261,7 @@ def fixed_correlation(model, show: bool | None = None) -> str:
 
 
 def notes(model) -> str:
+    """Dropped columns, the singular-fit note and the optimiser's record."""
     out = []
     if model.info.dropped_fixed:
         out.append(f"fixed-effect model matrix is rank deficient so dropping {len(model.info.dropped_fixed)} "
