@@ -20,10 +20,11 @@ def test_text_bar_without_ipywidgets(monkeypatch):
 
 
 def test_bootstrap_and_profile_bars(capsys):
-    m = hj.lmer("Yield ~ 1 + (1 | Batch)", hj.datasets.load("dyestuff"))
-    m.bootstrap(n=16, seed=0, progress=True)
+    sleep = hj.lmer("Reaction ~ Days + (Days | Subject)", hj.datasets.load("sleepstudy"))
+    sleep.bootstrap(n=64, seed=3, progress=True)  # the program test_plot's bootstrap compiles
     assert "bootstrap" in capsys.readouterr().err
-    m.bootstrap(n=16, seed=0, progress=False)
+    sleep.bootstrap(n=64, seed=3, progress=False)
     assert capsys.readouterr().err == ""
+    m = hj.lmer("Yield ~ 1 + (1 | Batch)", hj.datasets.load("dyestuff"))
     profile_intervals(m, which=["(Intercept)"], progress=True)
     assert "profile" in capsys.readouterr().err
