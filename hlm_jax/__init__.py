@@ -38,6 +38,33 @@ _LAZY = {
 }
 
 
+# Methods of a fitted model whose computations live in later rooms (inference, batch): bound here, in the
+# room that sees every other, so results.py imports none of them; each loads its room on first call.
+_METHODS = {
+    "bootstrap": ("batch", "bootstrap", "Parametric bootstrap (lme4's bootMer): see `hlm_jax.bootstrap`."),
+    "confint": ("inference.profile", "confint", "Confidence intervals: see `hlm_jax.inference.profile.confint`."),
+    "icc": ("inference.variance", "icc", "Intraclass correlation (adjusted, conditional, per grouping factor)."),
+    "r2": ("inference.variance", "r2", "Nakagawa-Schielzeth marginal and conditional R²."),
+    "ddf_table": ("inference.ddf", "ddf_table", "Fixed effects with Satterthwaite or Kenward-Roger df and p."),
+    "variance_table": ("inference.information", "variance_table",
+                       "Variance parameters and σ with SEs from the exact Hessian, on the users' scale."),
+}
+
+
+def _later(module: str, name: str, doc: str):
+    """A method that calls `name` of the later room `module`, imported on first call."""
+
+    def method(self, *args, **kwargs):
+        return getattr(importlib.import_module(f".{module}", __name__), name)(self, *args, **kwargs)
+
+    method.__name__, method.__doc__ = name, doc
+    return method
+
+
+for _name, (_module, _function, _doc) in _METHODS.items():
+    setattr(LmerModel, _name, _later(_module, _function, _doc))
+
+
 def __getattr__(name: str):
     if name == "plot":  # matplotlib loads only when figures are asked for
         return importlib.import_module(".plot", __name__)

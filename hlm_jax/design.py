@@ -326,7 +326,8 @@ def _random_blocks(parsed: ParsedFormula, frame: pd.DataFrame):
         if Zt.shape[1] == 0:
             raise DesignError(f"random term ({t.expr} | {t.group_name}) has no columns")
         split = [(i,) for i in range(len(names))] if not t.correlated else [tuple(range(len(names)))]
-        pieces += [(t.group_name, tuple(names[i] for i in cols), Zt[:, list(cols)], (spec, cols)) for cols in split]
+        pieces += [(t.group_name, tuple(names[i] for i in cols), Zt[:, list(cols)], (spec, cols), t.covariance)
+                   for cols in split]
     pieces.sort(key=lambda piece: -len(codes[piece[0]][2]))  # stable, as lme4's ordering
     order = list(dict.fromkeys(piece[0] for piece in pieces))
     terms, factors = [], []
@@ -336,8 +337,8 @@ def _random_blocks(parsed: ParsedFormula, frame: pd.DataFrame):
         factors.append(FactorBlock(name, group, levels, row_codes, np.column_stack([m[2] for m in mine]),
                                    tuple(m[3] for m in mine)))
     offsets = {name: 0 for name in order}
-    for name, columns, _, _ in pieces:
-        terms.append(ReTerm(name, columns, len(codes[name][2]), order.index(name), offsets[name]))
+    for name, columns, _, _, covariance in pieces:
+        terms.append(ReTerm(name, columns, len(codes[name][2]), order.index(name), offsets[name], covariance))
         offsets[name] += len(columns)
     return tuple(terms), tuple(factors)
 

@@ -79,6 +79,17 @@ class ModelFit(NamedTuple):
 DENSE_BYTES_LIMIT = 8 * 2 ** 30
 
 
+def dense_columns(info) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Where each row's random-effect columns of the factors after the first sit in the dense part:
+    factor offsets (k + 1,), column indices (n, Σq_k) into Q₂ = offsets[-1], and the Z values there."""
+    others = info.factors[1:]
+    offsets = np.cumsum([0] + [f.n_levels * f.q for f in others])
+    idx = np.concatenate([np.zeros((info.nobs, 0), np.int64)] + [offsets[k] + f.codes[:, None] * f.q + np.arange(f.q)
+                                                                for k, f in enumerate(others)], axis=1)
+    val = np.concatenate([np.zeros((info.nobs, 0))] + [f.Z for f in others], axis=1)
+    return offsets, idx, val
+
+
 def crossed_stats(design: Design, y: np.ndarray | None = None) -> tuple[crossed.CrossedStats, np.ndarray]:
     """Statistics of a multi-factor design: the first factor's as `design_stats`, the others dense,
     and the sparse cross-tabulation Z₂ᵀZ₁ with its pairs (see `likelihood.crossed`)."""
@@ -86,10 +97,8 @@ def crossed_stats(design: Design, y: np.ndarray | None = None) -> tuple[crossed.
     info = design.info
     yc = (info.y if y is None else np.asarray(y, float)) - info.X @ beta0
     others = info.factors[1:]
-    offsets = np.cumsum([0] + [f.n_levels * f.q for f in others])
+    offsets, idx, val = dense_columns(info)
     Q2 = int(offsets[-1])
-    idx = np.concatenate([offsets[k] + f.codes[:, None] * f.q + np.arange(f.q) for k, f in enumerate(others)], axis=1)
-    val = np.concatenate([f.Z for f in others], axis=1)
     g1, Z1 = info.group_codes, info.Z
     G1 = info.n_groups
     keys = (idx * G1 + g1[:, None]).ravel()
@@ -111,8 +120,30 @@ def crossed_stats(design: Design, y: np.ndarray | None = None) -> tuple[crossed.
     blocks = [(int(offsets[k - 1]), f.n_levels, f.q, layout.factor(k)) for k, f in enumerate(others, start=1)]
     stats = crossed.CrossedStats(first, Z2tZ2, Z2tX, Z2ty, cross_row.astype(np.int32), cross_group.astype(np.int32),
                                  cross_val, cross_row[pair_a].astype(np.int32), cross_row[pair_b].astype(np.int32),
-                                 cross_group[pair_a].astype(np.int32), pair_val, blocks=tuple(blocks))
+                                 cross_group[pair_a].astype(np.int32), pair_val,
+                                 *_dense_cross(cross_row, cross_group, cross_val, pair_a, pair_b, Q2, first.ZtZ.shape[0]),
+                                 blocks=tuple(blocks))
     return stats, beta0
+
+
+DENSE_CROSS_LIMIT = 200_000
+
+
+def _dense_cross(row, group, val, pair_a, pair_b, Q2: int, n_slots: int):
+    """Z₂ᵀZ₁ (Q₂, l₁q₁) and the map vec(W) → F Fᵀ (l₁q₁q₁, Q₂Q₂) as dense arrays when they are small
+    (then the criterion uses matrix products instead of scatters); (0, 0) arrays otherwise."""
+    q1 = val.shape[1]
+    if n_slots * q1 * q1 * Q2 * Q2 > DENSE_CROSS_LIMIT:
+        return np.zeros((0, 0)), np.zeros((0, 0))
+    cross = np.zeros((Q2, n_slots, q1))
+    np.add.at(cross, (row, group), val)
+    pairs = np.zeros((n_slots, q1, q1, Q2, Q2))
+    va, vb = val[pair_a], val[pair_b]
+    ra, rb, g = row[pair_a], row[pair_b], group[pair_a]
+    np.add.at(pairs, (g, slice(None), slice(None), ra, rb), va[:, :, None] * vb[:, None, :])
+    off = ra != rb   # the mirrored entry of each pair of distinct entries
+    np.add.at(pairs, (g[off], slice(None), slice(None), rb[off], ra[off]), vb[off][:, :, None] * va[off][:, None, :])
+    return cross.reshape(Q2, -1), pairs.reshape(n_slots * q1 * q1, Q2 * Q2)
 
 
 def _pairs_within_groups(group: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -30,6 +30,7 @@ from scipy import stats as sps
 
 from .design import DesignError, build_design
 from .formula import FormulaError, Name, deparse, model_matrix, parse_formula, parse_terms, variables
+from .inference.ddf import contrast_test
 from .messages import warn
 from .precision import float64
 from .report import table_text
@@ -549,8 +550,6 @@ def hausman_test(formula: str, data: pd.DataFrame, variable: str, group: str | N
     Fits the mixed model `formula`, and the same model with the group mean of `variable` added
     (the contextual variable); `group` defaults to the formula's (first) grouping factor.
     """
-    from .inference.ddf import contrast_test
-
     parsed = parse_formula(formula)
     if group is None:
         group = parsed.random[0].group[0] if len(parsed.random[0].group) == 1 else None

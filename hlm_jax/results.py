@@ -236,12 +236,6 @@ class LmerModel:
             values = np.asarray(res.natural(jnp.asarray(self.residual.eta)))
         return pd.Series(values, index=list(res.names), dtype=float)
 
-    def variance_table(self) -> pd.DataFrame:
-        """Random-effect sds and correlations, the residual structure's parameters and σ with SEs from the
-        exact Hessian of the criterion, on the users' scale (column `scale`: the transformation used)."""
-        from .inference.information import variance_table
-        return variance_table(self)
-
     def varcorr_names(self) -> list[str]:
         """Names of the sds and correlations as lme4's confint(oldNames = FALSE) writes them, in θ order."""
         return self.layout.varcorr_names()
@@ -375,8 +369,7 @@ class LmerModel:
     def _fixed_table(self, ddf: str | None) -> pd.DataFrame:
         if ddf is not None:
             self.require_plain(f"tidy(ddf={ddf!r})")
-            from .inference.ddf import ddf_table
-            table = ddf_table(self, ddf)
+            table = self.ddf_table(ddf)
             out = table[["term", "estimate", "std_error", "statistic", "df", "p_value"]].copy()
             out.attrs["ddf"] = table.attrs.get("ddf")
             return out
@@ -406,37 +399,6 @@ class LmerModel:
             raise NotYetSupportedError(f"{what} is not available for models with a residual structure yet "
                                        "(variance_table() gives Hessian-based SEs, bootstrap() percentile intervals)")
 
-    def confint(self, method: str = "profile", level: float = 0.95, **kw) -> pd.DataFrame:
-        """Confidence intervals, rows named as lme4's confint(oldNames = FALSE), columns lower, upper.
-
-        Parameters
-        ----------
-        method : {"profile", "wald", "boot"}
-            "profile" (default, as lme4): profile likelihood for every parameter (a REML fit is refitted by
-            ML first, as lme4); "wald": β̂ ± z·se for the fixed effects (NaN for variance parameters);
-            "boot": parametric-bootstrap percentile intervals (keywords n=500, seed=0).
-        level : float
-            Coverage.
-        **kw
-            `which=` (profile: a subset of parameters); `n=`, `seed=` (boot).
-        """
-        if method == "profile":
-            self.require_plain("confint(method='profile')")
-        from .inference.profile import confint
-        return confint(self, method, level, **kw)
-
-    def icc(self) -> pd.Series:
-        """Intraclass correlation (adjusted, conditional, and each grouping factor's share)."""
-        self.require_plain("icc()")
-        from .inference.variance import icc
-        return icc(self)
-
-    def r2(self) -> pd.Series:
-        """Nakagawa-Schielzeth marginal and conditional R²."""
-        self.require_plain("r2()")
-        from .inference.variance import r2
-        return r2(self)
-
     def summary(self, ddf: str | None = None, stars: bool = False, correlation: bool | None = None) -> str:
         """The fit as lme4's print(summary(m)) lays it out; with `ddf` as lmerTest's summary(m, ddf=...).
 
@@ -458,13 +420,6 @@ class LmerModel:
 
     def _repr_html_(self) -> str:
         return html_model(self, self._fixed_table(None))
-
-    def bootstrap(self, n: int = 1000, seed: int = 0, **kw):
-        """Parametric bootstrap (lme4's bootMer): n refits to responses simulated from this fit, in one
-        batched program; see `hlm_jax.batch.bootstrap` (keywords: chunk, progress, max_iter)."""
-        from .batch import bootstrap
-
-        return bootstrap(self, n=n, seed=seed, **kw)
 
 
 def _ran_pars(model) -> pd.DataFrame:

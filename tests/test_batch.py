@@ -443,13 +443,8 @@ def test_bootstrap_of_an_ml_fit_refits_by_ml(sleep):
                                rtol=1e-6)
 
 
-def test_several_grouping_factors_are_not_supported_yet():
-    from types import SimpleNamespace
-
-    from hlm_jax.design import build_design
-
-    design = build_design("diameter ~ 1 + (1 | plate) + (1 | sample)", hj.datasets.load("penicillin"))
-    with pytest.raises(hj.NotYetSupportedError, match="one grouping factor"):
-        batch._single_factor(SimpleNamespace(info=design.info), "bootstrap")
-    with pytest.raises(hj.NotYetSupportedError, match="fit_many supports models with one grouping factor"):
+def test_fit_many_over_data_sets_with_several_factors_is_not_supported_yet():
+    """bootstrap, pb_test and fit_many(responses=) take several grouping factors (tests/test_batch_crossed.py);
+    a list of data sets with several factors is refused with a clear error."""
+    with pytest.raises(hj.NotYetSupportedError, match="list of data sets supports models with one grouping factor"):
         hj.fit_many("diameter ~ 1 + (1 | plate) + (1 | sample)", [hj.datasets.load("penicillin")])

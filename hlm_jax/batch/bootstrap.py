@@ -12,7 +12,14 @@ from .program import run_simulated
 from .residual import residual_bootstrap
 from .results import BatchWarning, BootstrapResult
 from .simulate import make_simulator
-from .targets import make_target, single_factor
+from .rows import RowSource, row_simulator, scaled_crossed_target, scaled_row_statistics
+from .targets import make_target
+
+
+def batch_dims(*models) -> tuple[int, int, int]:
+    """(statistics' rows, columns per row, p) of the largest model: what one queued problem holds."""
+    rows = max(m.info.n_groups + sum(f.n_levels * f.q for f in m.info.factors[1:]) for m in models)
+    return rows, max(m.info.q for m in models), max(m.info.p for m in models)
 
 
 def model_arrays(model):
@@ -36,17 +43,21 @@ def bootstrap(model, n: int = 1000, seed: int = 0, chunk: int | None = None, pro
     n = check_n(n)
     if getattr(model, "residual", None) is not None:
         return residual_bootstrap(model, n, seed, chunk, max_iter)
-    single_factor(model, "bootstrap")
     info = model.info
-    X, Z, codes, G = model_arrays(model)
     beta = model.fixef.to_numpy()
     t0 = time.perf_counter()
-    simulator, source, _ = make_simulator(X @ beta, Z, model.lambda_matrix, model.sigma, codes, G, [(X, Z, beta)],
-                                      info.row_index)
-    target = make_target(X, Z, codes, G, model.layout, model.theta, model.reml, model.scales)
+    if len(info.factors) == 1:
+        X, Z, codes, G = model_arrays(model)
+        simulator, source, _ = make_simulator(X @ beta, Z, model.lambda_matrix, model.sigma, codes, G,
+                                              [(X, Z, beta)], info.row_index)
+        target = make_target(X, Z, codes, G, model.layout, model.theta, model.reml, model.scales)
+    else:
+        simulator = row_simulator(model, [scaled_row_statistics(model, beta)])
+        source = RowSource(simulator, info.row_index)
+        target = scaled_crossed_target(model, model.theta, model.reml)
     setup = time.perf_counter() - t0
     (out,), timing = run_simulated(simulator, (target,), n, seed, chunk, progress, max_iter, "bootstrap",
-                                    (G, info.q, info.p))
+                                   batch_dims(model))
     out = model.scales.unscale_batch(out, info.nobs, model.reml)
     timing["setup_seconds"] = setup
     fixef = beta[None, :] + out["beta"]

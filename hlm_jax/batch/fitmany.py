@@ -3,20 +3,22 @@ from __future__ import annotations
 
 import warnings
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from ..design import DesignError, build_design, factor_codes
+from ..design import DesignError, NotYetSupportedError, build_design, factor_codes
 from ..formula import check_finite, parse_formula, response_values
 from ..messages import require_bool, warn
 from ..model.layout import theta_layout
 from ..precision import float64
-from ..scaling import Scales, column_scales, design_scales, rms, theta_scales, z_scales
+from ..scaling import Scales, column_scales, design_scales, rms, scale_design, theta_scales, z_scales
 from .program import run_given
 from .residual import residual_fit_many
 from .results import BatchWarning
-from .targets import Target, group_sums, make_target, single_factor
+from .rows import crossed_target, row_statistics
+from .targets import Target, group_sums, make_target
 
 
 def _random_matrix(info, frame: pd.DataFrame) -> np.ndarray:
@@ -126,7 +128,9 @@ def fit_many(formula: str, datasets=None, responses=None, REML: bool = True, chu
         raise ValueError("fit_many needs at least one data set")
     template = build_design(formula, datasets[0])
     info = template.info
-    single_factor(template, "fit_many")
+    if len(info.factors) > 1:
+        raise NotYetSupportedError("fit_many over a list of data sets supports models with one grouping factor; "
+                                   "for several, pass one data set and responses= (an n × m array)")
     used = info.parsed.variables
     frames = [_check_frame(d, i, used) for i, d in enumerate(datasets)]
     m = len(frames)
@@ -219,7 +223,6 @@ def _fit_responses(formula, data, responses, REML, chunk, progress, max_iter) ->
         warnings.simplefilter("ignore")   # the template's own response does not matter
         design = build_design(formula, frame)
     info = design.info
-    single_factor(design, "fit_many")
     keep = frame[info.parsed.variables].notna().all(axis=1).to_numpy()
     if keep.sum() != info.nobs:
         raise DesignError("cannot align the responses with the rows used")
@@ -233,10 +236,16 @@ def _fit_responses(formula, data, responses, REML, chunk, progress, max_iter) ->
     columns = design_scales(design, layout)                # X and Z scaled in the target, each response here
     y_scale = rms(np.sum((Y - Y.mean(axis=0)) ** 2, axis=0), len(Y))
     Yc = (Y - X @ B0) / y_scale
-    data_y = (np.moveaxis(group_sums(codes, G, Z, Yc), -1, 0), (X.T @ Yc).T, np.sum(Yc * Yc, axis=0))
     unit_y = Scales(columns.x, columns.z, 1.0, columns.theta)
-    target = make_target(X, Z, codes, G, layout, layout.start() / columns.theta, REML, unit_y)
-    out, timing = run_given(target, data_y, m, chunk, progress, max_iter, "fit_many", (G, info.q, info.p))
+    if len(info.factors) == 1:
+        data_y = (np.moveaxis(group_sums(codes, G, Z, Yc), -1, 0), (X.T @ Yc).T, np.sum(Yc * Yc, axis=0))
+        target = make_target(X, Z, codes, G, layout, layout.start() / columns.theta, REML, unit_y)
+    else:
+        scaled = scale_design(design, unit_y)
+        data_y = jax.tree_util.tree_map(np.asarray, jax.vmap(row_statistics(scaled, np.zeros(info.p)))(Yc.T))
+        target = crossed_target(scaled, layout, layout.start(), REML)
+    out, timing = run_given(target, data_y, m, chunk, progress, max_iter, "fit_many",
+                            (G + sum(f.n_levels * f.q for f in info.factors[1:]), info.q, info.p))
     out = Scales(columns.x, columns.z, y_scale, columns.theta).unscale_batch(out, info.nobs, REML)
     table = _table(info, info.fixed_names, B0.T + out["beta"], out["se"], out,
                    {"nobs": np.full(m, info.nobs), "ngroups": np.full(m, G)})

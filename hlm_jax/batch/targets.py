@@ -1,6 +1,5 @@
 """A model structure to fit in a batch (statistics that do not change between problems) and the
-batched fit of it: slot-queue Newton over `likelihood.sums`, then the estimates.
-"""
+batched fit of any target: slot-queue Newton over its criterion, then the estimates."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -9,12 +8,24 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..design import NotYetSupportedError
 from ..likelihood import sums
-from ..likelihood.lmm import Stats, estimates
+from ..likelihood.lmm import Stats, estimates, objective
 from ..model.layout import FactorStructure, ThetaLayout
-from ..optimize import batch_converged, minimize_queue
+from ..optimize import batch_converged, gradient_and_hessian, minimize_queue
 from ..scaling import Scales
+
+
+def gaussian_objective(theta, stats: Stats, reml):
+    """The profiled criterion: the per-group-sums form where every θ is an entry of Λ, else the PLS form."""
+    return sums.objective(theta, stats, reml) if sums.applies(stats) else objective(theta, stats, reml)
+
+
+def gaussian_derivatives(theta, stats: Stats, reml):
+    """(f, ∇f, ∇²f): closed form where `sums` applies, else autodiff."""
+    if sums.applies(stats):
+        return sums.objective_derivatives(theta, stats, reml)
+    g, H = gradient_and_hessian(objective, theta, (stats, reml))
+    return objective(theta, stats, reml), g, H
 
 
 @jax.tree_util.register_dataclass
@@ -33,6 +44,10 @@ class Target:
     unit: tuple
     structure: FactorStructure = field(metadata=dict(static=True))
 
+    objective = staticmethod(gaussian_objective)
+    derivatives = staticmethod(gaussian_derivatives)
+    estimates = staticmethod(estimates)
+
     def stats(self, *b) -> Stats:
         """One problem's Stats from its y-dependent parts (Zᵀy, Xᵀy, yᵀy; divided by `unit` into the
         target's scaled units, see `scaling`), or from all seven parts (ZᵀZ, ZᵀX, Zᵀy, XᵀX, Xᵀy, yᵀy, n,
@@ -41,14 +56,6 @@ class Target:
             return Stats(*b, self.structure)
         Zty, Xty, yty = (v / u for v, u in zip(b, self.unit))
         return Stats(self.ZtZ, self.ZtX, Zty, self.XtX, Xty, yty, self.n, self.structure)
-
-
-def single_factor(model, what: str) -> None:
-    info = model.info
-    factors = {t.factor for t in info.terms}
-    if len(factors) > 1:
-        raise NotYetSupportedError(f"{what} supports models with one grouping factor; this model has "
-                                   f"{len(factors)} ({', '.join(sorted(factors))})")
 
 
 def group_sums(codes: np.ndarray, G: int, left: np.ndarray, right: np.ndarray) -> np.ndarray:
@@ -72,15 +79,16 @@ def make_target(X, Z, codes, G, layout: ThetaLayout, x0, reml, scales: Scales) -
                   tuple(jnp.asarray(u, dtype=float) for u in unit), layout.factor(0))
 
 
-def fit_target(target: Target, data, n_valid, width: int, max_iter: int) -> dict:
-    """Fit one target structure to a queue of (Zᵀy, Xᵀy, yᵀy) statistics and evaluate the estimates."""
+def fit_target(target, data, n_valid, width: int, max_iter: int) -> dict:
+    """Fit one target structure (`Target` or `rows.CrossedTarget`) to a queue of its y-dependent
+    statistics and evaluate the estimates."""
 
     def make_args(b):
         return (target.stats(*b), target.reml)
 
-    state = minimize_queue(sums.objective, sums.objective_derivatives, target.x0, target.lower, data,
+    state = minimize_queue(target.objective, target.derivatives, target.x0, target.lower, data,
                            make_args, n_valid, width, max_iter=max_iter)
-    est = jax.vmap(lambda x, b: estimates(x, target.stats(*b), target.reml))(state.x, data)
+    est = jax.vmap(lambda x, b: target.estimates(x, target.stats(*b), target.reml))(state.x, data)
     return dict(theta=state.x, objective=state.f, beta=est.beta, sigma=est.sigma,
                 se=jnp.sqrt(jnp.diagonal(est.vcov_beta, axis1=-2, axis2=-1)),
                 converged=batch_converged(state), iterations=state.iterations, grad_norm=state.grad_norm)

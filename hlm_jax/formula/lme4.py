@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .parse import BinOp, Call, FormulaError, Name, Neg, Num, Paren, Parser, bounded, deparse, point
+from .parse import COVARIANCE_CALLS, BinOp, Call, FormulaError, Name, Neg, Num, Paren, Parser, bounded, deparse, point
 from .terms import Terms, expand
 from .transforms import variables
 
@@ -14,13 +14,15 @@ class RandomTerm:
     """One `(expr | group)` term: its model-matrix expression and grouping factor.
 
     `group` is a tuple of column names whose interaction is the grouping factor
-    (`("a", "b")` for `a:b`); `correlated` is False for terms split from `||`.
+    (`("a", "b")` for `a:b`); `correlated` is False for terms split from `||`; `covariance` names
+    the term's covariance structure (`diag(x | g)` → "diag"; unstructured by default).
     """
 
     expr: str
     group: tuple[str, ...]
     correlated: bool = True
     terms: Terms | None = None
+    covariance: str = "us"
 
     @property
     def group_name(self) -> str:
@@ -71,6 +73,9 @@ def parse_formula(formula: str, require_random: bool = True) -> ParsedFormula:
     pieces = [("+", rhs)] if _is_bar(rhs) else _signed_pieces(rhs, "+")
     for sign, piece in pieces:
         bar = piece.inner if isinstance(piece, Paren) and _is_bar(piece.inner) else piece
+        covariance = "us"
+        if isinstance(bar, Call) and bar.func in COVARIANCE_CALLS:
+            covariance, bar = bar.func, bar.args[0]
         if not _is_bar(bar):
             fixed_pieces.append((sign, piece))
             continue
@@ -78,7 +83,7 @@ def parse_formula(formula: str, require_random: bool = True) -> ParsedFormula:
             raise FormulaError(f"a random-effects term cannot be subtracted: {deparse(piece)}")
         terms = expand(bar.left, "random-effects term")
         for group in _groups(bar.right, formula):
-            random_terms.append(RandomTerm(deparse(bar.left), group, bar.op == "|", terms))
+            random_terms.append(RandomTerm(deparse(bar.left), group, bar.op == "|", terms, covariance))
     if not random_terms and require_random:
         raise FormulaError(
             "the formula has no random-effects term such as (1 | group); "

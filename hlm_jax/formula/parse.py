@@ -23,6 +23,8 @@ TRANSFORMS = {**NUMERIC, **{f"np.{k}": v for k, v in NUMERIC.items()},
               **{f"numpy.{k}": v for k, v in NUMERIC.items()},
               "I": "I", "scale": "scale", "center": "center", "poly": "poly", "C": "factor", "factor": "factor"}
 HOOKS = {"cbind", "offset", "weights"}  # recognised so that lmer can say "not supported yet"
+# covariance structures of a random term, written around it: `diag(x | g)` (keys of model.covariance.STRUCTURES)
+COVARIANCE_CALLS = {"us", "diag"}
 KEYWORDS = {"poly": {"degree", "raw"}, "factor": {"levels"}, "C": {"levels"}}
 ARITY = {"poly": 2, "cbind": 1000}  # most positional arguments; every other function takes one
 
@@ -291,6 +293,8 @@ class Parser:
 
     def call(self, tok: Token) -> Call:
         func = tok.text
+        if func in COVARIANCE_CALLS:
+            return self.covariance_call(func)
         if func not in TRANSFORMS and func not in HOOKS:
             if any(part.startswith("__") for part in func.split(".")):
                 raise self.error(f"name {func!r} is not allowed in a formula (no dunder names)", tok)
@@ -317,6 +321,16 @@ class Parser:
             raise self.error(f"{func}() takes {'one argument' if most == 1 else f'1 to {most} arguments'}, "
                              f"got {len(args)}", tok)
         return Call(func, tuple(args), tuple(kwargs))
+
+    def covariance_call(self, func: str) -> Call:
+        """`us(x | g)`, `diag(x | g)`: one random term with the named covariance structure."""
+        self.take("(")
+        term = self.bars()
+        if not (isinstance(term, BinOp) and term.op == "|"):
+            raise self.error(f"{func}() takes one random-effects term such as {func}(1 + x | g)")
+        if not self.take(")"):
+            raise self.unexpected("')'")
+        return Call(func, (term,))
 
     def literal(self) -> Literal:
         """`c('a', 'b')` or `['a', 'b']`: the levels of a factor."""

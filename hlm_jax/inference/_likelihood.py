@@ -2,7 +2,8 @@
 whether the model has one grouping factor (`likelihood.lmm`) or several (`likelihood.crossed`)."""
 from __future__ import annotations
 
-from ..fit import design_stats
+from ..fit import crossed_stats, design_stats
+from ..likelihood import crossed
 from ..likelihood.lmm import Estimates, Stats, estimates
 
 
@@ -14,7 +15,6 @@ def several_factors(design) -> bool:
 def model_stats(design):
     """(statistics, β₀) of a design: what `estimates_at` takes."""
     if several_factors(design):
-        from ..fit import crossed_stats
         return crossed_stats(design)
     return design_stats(design)
 
@@ -23,7 +23,6 @@ def estimates_at(theta, stats, reml) -> Estimates:
     """β̂ (relative to β₀), σ̂, cov(β̂) and the criterion at θ (traceable by JAX)."""
     if isinstance(stats, Stats):
         return estimates(theta, stats, reml)
-    from ..likelihood import crossed
     return crossed.estimates(theta, stats, reml)[0]
 
 

@@ -101,7 +101,7 @@ def covariance_of_beta(varpar: jax.Array, stats, reml: jax.Array) -> jax.Array:
 
 
 @partial(jax.jit, compiler_options=ONCE)
-def _satterthwaite_derivatives(varpar, stats, reml):
+def satterthwaite_derivatives(varpar, stats, reml):
     H = jax.hessian(unprofiled_deviance)(varpar, stats, reml)
     J = jax.jacfwd(covariance_of_beta)(varpar, stats, reml)
     return H, J
@@ -138,7 +138,7 @@ def satterthwaite_pieces(model, theta=None) -> Satterthwaite:
     point = evaluation_point(model, theta)
     stats, _ = model_stats(model.design)
     varpar = jnp.asarray(np.append(point.theta, point.sigma))
-    H, J = _satterthwaite_derivatives(varpar, stats, jnp.asarray(float(model.reml)))
+    H, J = satterthwaite_derivatives(varpar, stats, jnp.asarray(float(model.reml)))
     H, J = np.asarray(H), np.asarray(J)
     eigenvalues = np.linalg.eigvalsh((H + H.T) / 2)
     if np.any(eigenvalues < -1e-8):  # as lmerTest: the fit is not at a minimum of the deviance

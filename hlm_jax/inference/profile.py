@@ -33,14 +33,16 @@ import pandas as pd
 from scipy import optimize as spo
 from scipy import stats as sps
 
+from ..batch import bootstrap
 from ..compile_time import ONCE
+from ..design import NotYetSupportedError
 from ..messages import warn
 from ..optimize import minimize
 from ..precision import float64
 from ..progress import bar as progress_bar
 from ..results import fit_design
 from ._likelihood import estimates_at, model_stats, n_and_p
-from .ddf import _satterthwaite_derivatives, positive_part_inverse, unprofiled_deviance
+from .ddf import positive_part_inverse, satterthwaite_derivatives, unprofiled_deviance
 
 BOUNDARY_COR = 1.0 - 1e-6  # a correlation searched no closer to ±1 (ζ is flat there anyway)
 
@@ -148,6 +150,9 @@ class _Profiler:
     """ζ functions of one ML fit, with warm starts carried between evaluations."""
 
     def __init__(self, ml):
+        if any(s.kind != "us" and s.q > 1 for s in ml.layout.structures):
+            raise NotYetSupportedError(f"profile intervals hold rows of an unstructured Λ; this model has "
+                                       f"{ml.layout.kinds()} terms (use method='boot')")
         self.ml = ml
         self.stats, self.beta0 = model_stats(ml.design)
         self.base = ml.objective
@@ -247,7 +252,7 @@ class _Profiler:
         """Approximate se of parameter k (delta method on A = 2H⁻¹ of varpar), for the first step."""
         if self._A is None:
             varpar = jnp.asarray(np.append(self.theta, self.ml.sigma))
-            H, _ = _satterthwaite_derivatives(varpar, self.stats, jnp.zeros(()))
+            H, _ = satterthwaite_derivatives(varpar, self.stats, jnp.zeros(()))
             self._A = 2.0 * positive_part_inverse(np.asarray(H))
         varpar = np.append(self.theta, self.ml.sigma)
         h = 1e-6 * np.maximum(np.abs(varpar), 1e-3)
@@ -363,18 +368,21 @@ def profile_intervals(model, level: float = 0.95, which: list[str] | None = None
     return pd.DataFrame([rows[n] for n in order], index=order, columns=["lower", "upper"])
 
 
-def confint(model, method: str = "wald", level: float = 0.95, **kw) -> pd.DataFrame:
-    """Confidence intervals by `method`: "wald", "profile" or "boot" (parametric bootstrap)."""
+def confint(model, method: str = "profile", level: float = 0.95, **kw) -> pd.DataFrame:
+    """Confidence intervals, rows named as lme4's confint(oldNames = FALSE), columns lower, upper.
+
+    method "profile" (default, as lme4): profile likelihood for every parameter (a REML fit is refitted by
+    ML first, as lme4); "wald": β̂ ± z·se for the fixed effects (NaN for variance parameters); "boot":
+    parametric-bootstrap percentile intervals (keywords n=500, seed=0). `which=` picks profiled parameters.
+    """
     key = str(method).lower()
+    if key == "profile":
+        model.require_plain("confint(method='profile')")
     if key == "wald":
         return wald_intervals(model, level)
     if key == "profile":
         return profile_intervals(model, level, **kw)
     if key in ("boot", "bootstrap"):
-        try:
-            from ..batch import bootstrap
-        except ImportError as exc:  # pragma: no cover - batch.py is another module of the package
-            raise NotImplementedError("confint(method='boot') needs hlm_jax.batch.bootstrap") from exc
         n = kw.pop("n", kw.pop("nsim", 500))
         seed = kw.pop("seed", 0)
         intervals = bootstrap(model, n=n, seed=seed, **kw).confint(level)

@@ -55,6 +55,7 @@ def variance_components(model) -> pd.DataFrame:
 
 def r2(model) -> pd.Series:
     """Nakagawa-Schielzeth marginal (fixed effects) and conditional (fixed + random) R²."""
+    model.require_plain("r2()")
     vc = variance_components(model)["variance"]
     total = vc.sum()
     random = vc.drop(["fixed", "residual"]).sum()
@@ -65,6 +66,7 @@ def icc(model) -> pd.Series:
     """Intraclass correlation: `adjusted` = random / (random + residual), `conditional` also counts the
     fixed-effect variance in the denominator, then each grouping factor's own share of
     random + residual (with nested factors, a level's ICC is the sum of its share and those above it)."""
+    model.require_plain("icc()")
     vc = variance_components(model)["variance"]
     random_parts = vc.drop(["fixed", "residual"])
     random = random_parts.sum()

@@ -42,7 +42,9 @@ class CrossedStats:
     cross_group (E,), cross_val (E, q₁); for each pair e ≤ e' of entries sharing a level:
     pair_row_a, pair_row_b (P,) = (r_e, r_e'), pair_group (P,) = g, pair_val (P, q₁, q₁) = v_e v_e'ᵀ.
     `blocks` gives, per other factor, (offset, levels, q, structure of its Λ_k); every structure
-    (the first factor's too) takes the whole θ.
+    (the first factor's too) takes the whole θ. For small models the same cross-tabulation is also
+    held dense, so the scatters become matrix products (fast under vmap): cross_dense (Q₂, l₁q₁) is
+    Z₂ᵀZ₁, pair_dense (l₁q₁q₁, Q₂Q₂) maps the W_g to F Fᵀ; both are (0, 0) when too large.
     """
 
     first: Stats
@@ -56,6 +58,8 @@ class CrossedStats:
     pair_row_b: jax.Array
     pair_group: jax.Array
     pair_val: jax.Array
+    cross_dense: jax.Array
+    pair_dense: jax.Array
     blocks: tuple = field(metadata=dict(static=True))
 
     @property
@@ -85,12 +89,16 @@ def _sandwich(M: jax.Array, lams: list[jax.Array], stats: CrossedStats) -> jax.A
 
 def _cross_times(V: jax.Array, stats: CrossedStats) -> jax.Array:
     """(Z₂ᵀZ₁) V for V (l₁, q₁, m): row r gets Σ over entries e at r of v_eᵀ V_{g_e}."""
+    if stats.cross_dense.size:
+        return stats.cross_dense @ V.reshape(-1, V.shape[-1])
     contrib = jnp.einsum("eq,eqm->em", stats.cross_val, V[stats.cross_group])
     return jnp.zeros((stats.Q2, V.shape[-1]), V.dtype).at[stats.cross_row].add(contrib)
 
 
 def _schur_update(W: jax.Array, stats: CrossedStats) -> jax.Array:
     """F Fᵀ = Σ over pairs of ⟨W_g, v_e v_e'ᵀ⟩, scattered to (r_e, r_e') and mirrored."""
+    if stats.pair_dense.size:
+        return (W.reshape(-1) @ stats.pair_dense).reshape(stats.Q2, stats.Q2)
     values = jnp.einsum("pij,pij->p", W[stats.pair_group], stats.pair_val)
     S = jnp.zeros((stats.Q2, stats.Q2), W.dtype).at[stats.pair_row_a, stats.pair_row_b].add(values)
     return S + S.T - jnp.diag(jnp.diagonal(S))
@@ -104,8 +112,8 @@ def logdet_and_quadratic_form(A: jax.Array, B: jax.Array) -> tuple[jax.Array, ja
     with X = A⁻¹B): about one extra factorisation's work, where differentiating through the
     Cholesky factor costs many (what makes a large dense block's gradient expensive).
     """
-    L = jnp.linalg.cholesky(A)
-    Y = solve_triangular(L, B, lower=True)
+    L = linalg.cholesky(A)
+    Y = linalg.solve_lower(L, B)
     return 2.0 * linalg.log_diag_sum(L), Y.T @ Y
 
 
@@ -113,8 +121,8 @@ def logdet_and_quadratic_form(A: jax.Array, B: jax.Array) -> tuple[jax.Array, ja
 def _logdet_and_quadratic_form_jvp(primals, tangents):
     A, B = primals
     dA, dB = tangents
-    L = jnp.linalg.cholesky(A)
-    Linv = solve_triangular(L, jnp.eye(A.shape[0], dtype=A.dtype), lower=True)
+    L = linalg.cholesky(A)
+    Linv = linalg.solve_lower(L, jnp.eye(A.shape[0], dtype=A.dtype))
     Ainv = Linv.T @ Linv
     X = Ainv @ B
     d_logdet = jnp.sum(Ainv * dA)

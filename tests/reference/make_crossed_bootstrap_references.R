@@ -12,7 +12,6 @@ boot_summary <- function(formula, data, name, seed) {
     bootMer(m, function(x) c(fixef(x), sigma = sigma(x), getME(x, "theta")), nsim = 2000)))
   elapsed <- proc.time()[["elapsed"]] - t0
   t <- b$t
-  th <- t[, grepl("^theta|\\.", colnames(t)) & !(colnames(t) %in% c("(Intercept)", "sigma")), drop = FALSE]
   list(formula = deparse(formula), data = name, REML = TRUE, nsim = nrow(t), seed = seed,
        names = colnames(t), estimate = unname(b$t0),
        sd = unname(apply(t, 2, sd)),
