@@ -23,8 +23,9 @@ TRANSFORMS = {**NUMERIC, **{f"np.{k}": v for k, v in NUMERIC.items()},
               **{f"numpy.{k}": v for k, v in NUMERIC.items()},
               "I": "I", "scale": "scale", "center": "center", "poly": "poly", "C": "factor", "factor": "factor"}
 HOOKS = {"cbind", "offset", "weights"}  # recognised so that lmer can say "not supported yet"
-# covariance structures of a random term, written around it: `diag(x | g)` (keys of model.covariance.STRUCTURES)
-COVARIANCE_CALLS = {"us", "diag"}
+# covariance structures of a random term, written around it: `diag(x | g)`, `cs(0 + f | g)` (compound
+# symmetry); keys of model.covariance.STRUCTURES
+COVARIANCE_CALLS = {"us", "diag", "cs"}
 KEYWORDS = {"poly": {"degree", "raw"}, "factor": {"levels"}, "C": {"levels"}}
 ARITY = {"poly": 2, "cbind": 1000}  # most positional arguments; every other function takes one
 
@@ -323,7 +324,7 @@ class Parser:
         return Call(func, tuple(args), tuple(kwargs))
 
     def covariance_call(self, func: str) -> Call:
-        """`us(x | g)`, `diag(x | g)`: one random term with the named covariance structure."""
+        """`us(x | g)`, `diag(x | g)`, `cs(0 + f | g)`: one random term with the named covariance structure."""
         self.take("(")
         term = self.bars()
         if not (isinstance(term, BinOp) and term.op == "|"):

@@ -158,7 +158,35 @@ class Scalar(Covariance):
         return ((0, 0),)
 
 
-STRUCTURES: dict[str, type[Covariance]] = {cls.kind: cls for cls in (Unstructured, Diagonal, Scalar)}
+@dataclass(frozen=True)
+class CompoundSymmetry(Covariance):
+    """One variance and one correlation shared by all q columns (nlme's pdCompSymm), e.g. `cs(0 + f | g)`.
+
+    cov(b)/σ² = a²(I − J/q) + c²J/q is the eigen-decomposition of a compound-symmetric matrix, so
+    Λ = a(I − J/q) + cJ/q (symmetric, linear in θ = (a, c) ≥ 0). Its variance is (a²(q−1) + c²)/q
+    and its correlation (c² − a²)/(a²(q−1) + c²), which covers nlme's range −1/(q−1) < ρ < 1.
+    """
+
+    kind: ClassVar[str] = "cs"
+
+    def __post_init__(self):
+        if self.q < 2:
+            raise ValueError(f"a compound-symmetric term needs at least two columns, got {self.columns}")
+
+    def basis(self) -> np.ndarray:
+        mean = np.full((self.q, self.q), 1.0 / self.q)
+        return np.stack([np.eye(self.q) - mean, mean])
+
+    def labels(self) -> tuple[str, ...]:
+        return ("cs_contrast", "cs_mean")
+
+    def lower(self) -> np.ndarray:
+        return np.zeros(2)
+
+    def summary_pairs(self) -> tuple[tuple[int, int], ...]:
+        return ((0, 0), (1, 0))
+
+STRUCTURES: dict[str, type[Covariance]] = {cls.kind: cls for cls in (Unstructured, Diagonal, Scalar, CompoundSymmetry)}
 
 
 def structure(kind: str, columns: tuple[str, ...]) -> Covariance:

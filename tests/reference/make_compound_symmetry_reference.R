@@ -11,7 +11,7 @@ fit_summary <- function(method) {
   vc <- as.matrix(m$modelStruct$reStruct$Worker) * m$sigma^2
   list(method = method, fixef = unname(fixef(m)), fixef_names = names(fixef(m)),
        sd = sqrt(vc[1, 1]), cor = vc[1, 2] / vc[1, 1], sigma = m$sigma, logLik = as.numeric(logLik(m)),
-       vcov = unname(as.matrix(vcov(m))), log_det_XtX = as.numeric(determinant(crossprod(model.matrix(score ~ Machine, Machines)))$modulus))
+       vcov = unname(as.matrix(vcov(m))))
 }
 
 d <- as.data.frame(Machines)
