@@ -133,7 +133,7 @@ def _dense_cross(row, group, val, pair_a, pair_b, Q2: int, n_slots: int):
     """Z₂ᵀZ₁ (Q₂, l₁q₁) and the map vec(W) → F Fᵀ (l₁q₁q₁, Q₂Q₂) as dense arrays when they are small
     (then the criterion uses matrix products instead of scatters); (0, 0) arrays otherwise."""
     q1 = val.shape[1]
-    if n_slots * q1 * q1 * Q2 * Q2 > DENSE_CROSS_LIMIT:
+    if Q2 == 0 or n_slots * q1 * q1 * Q2 * Q2 > DENSE_CROSS_LIMIT:
         return np.zeros((0, 0)), np.zeros((0, 0))
     cross = np.zeros((Q2, n_slots, q1))
     np.add.at(cross, (row, group), val)

@@ -131,10 +131,13 @@ def _logdet_and_quadratic_form_jvp(primals, tangents):
 
 
 def _dense_system(theta: jax.Array, stats: CrossedStats):
-    """The first factor's pieces and the dense part's A₂₂ = L₂₂L₂₂ᵀ and Λ₂ᵀ(right-hand sides)."""
+    """The first factor's pieces and the dense part's A₂₂ = L₂₂L₂₂ᵀ and Λ₂ᵀ(right-hand sides); with one
+    grouping factor there is no dense part (A₂₂ and the right-hand sides are None)."""
     first = stats.first
     lam1 = relative_factor(theta, first)
     L1, RZX1, cu1 = factor_block(lam1, first.ZtZ, first.ZtX, first.Zty)
+    if not stats.blocks:
+        return lam1, L1, RZX1, cu1, [], None, None
     lams = block_factors(theta, stats)
     T = linalg.solve_lower(L1, jnp.broadcast_to(lam1.T, L1.shape))  # L_g⁻¹Λ₁ᵀ
     W = linalg.mT(T) @ T
@@ -166,10 +169,12 @@ def decompose(theta: jax.Array, stats: CrossedStats):
 
 
 def objective(theta: jax.Array, stats: CrossedStats, reml: jax.Array) -> jax.Array:
-    """The profiled REML criterion or ML deviance as a function of θ (the dense part through
-    `logdet_and_quadratic_form`, whose derivatives are cheap)."""
+    """The profiled REML criterion or ML deviance as a function of θ, for any number of grouping factors
+    (one is the case without a dense part; the dense part goes through `logdet_and_quadratic_form`,
+    whose derivatives are cheap)."""
     lam1, L1, RZX1, cu1, _, A22, rhs = _dense_system(theta, stats)
-    logdet22, Q = logdet_and_quadratic_form(A22, rhs)
+    p = stats.first.p
+    logdet22, Q = logdet_and_quadratic_form(A22, rhs) if stats.blocks else (0.0, jnp.zeros((p + 1, p + 1)))
     return criterion(_assemble(stats.first, lam1, L1, RZX1, cu1, logdet22, Q), stats.first.n, stats.first.p, reml)
 
 
