@@ -109,7 +109,7 @@ def test_hlm_bad_specifications(hsb):
         hj.hlm(level1="mathach ~ ses", group="school", data=hsb, random=[])
     spec = multilevel.hlm_formula("mathach ~ 1", {"(Intercept)": "~ minrty"}, group="school")
     with pytest.warns(UserWarning, match="'minrty' appears in a level-2 equation but varies within school"):
-        multilevel._check_level_variables(spec, hsb)
+        multilevel.check_level_variables(spec, hsb)
 
 
 def _three_level_or_skip(fn):
@@ -239,7 +239,7 @@ def test_compare_methods_needs_one_slope():
 def test_hlm_formula_and_labels_without_fitting(hsb):
     """Level-1 factors, level-2 interactions and intercept-free equations: the combined formula and the
     γ label of each combined-model column (checked without fitting)."""
-    ml = multilevel
+    ml = multilevel.model   # the labelling helpers live beside HlmModel
     spec = ml.hlm_formula("mathach ~ ses + minrty", {"(Intercept)": "~ sector", "minrty": "~ sector"},
                           group="school", random=["(Intercept)", "ses"])
     assert spec.formula == "mathach ~ 1 + ses + minrty + sector + minrty:sector + (1 + ses | school)"
