@@ -194,13 +194,13 @@ def z_space(model) -> ZSpace:
     if Q > 6000:
         raise NotYetSupportedError(f"Kenward-Roger with several grouping factors forms a dense {Q} × {Q} "
                                    "matrix; this model is too large for it (use ddf='satterthwaite')")
-    cols = np.concatenate([offsets[k] + codes[:, None] * Zk.shape[1] + np.arange(Zk.shape[1])[None, :]
-                           for k, (Zk, codes, _) in enumerate(blocks)], axis=1)
+    z_cols = np.concatenate([offsets[k] + codes[:, None] * Zk.shape[1] + np.arange(Zk.shape[1])[None, :]
+                             for k, (Zk, codes, _) in enumerate(blocks)], axis=1)
     vals = np.concatenate([Zk for Zk, _, _ in blocks], axis=1)
     S = np.zeros((Q, Q))
-    np.add.at(S, (cols[:, :, None], cols[:, None, :]), vals[:, :, None] * vals[:, None, :])
+    np.add.at(S, (z_cols[:, :, None], z_cols[:, None, :]), vals[:, :, None] * vals[:, None, :])
     ZtX = np.zeros((Q, p))
-    np.add.at(ZtX, cols, vals[:, :, None] * X[:, None, :])
+    np.add.at(ZtX, z_cols, vals[:, :, None] * X[:, None, :])
     rows_, cols_, params = [], [], []
     for e in range(layout.size):
         k = int(block_of[e])
