@@ -329,6 +329,7 @@ class LmerModel:
     @float64
     def simulate(self, nsim: int = 1, seed: int = 0) -> pd.DataFrame:
         """lme4's simulate(): nsim responses drawn from the fitted model (b ~ N(0, σ²ΛΛᵀ), ε ~ N(0, σ²))."""
+        self.require_unweighted("simulate()")
         info = self.info
         factors = info.factors
         if self.residual is not None:
@@ -393,8 +394,14 @@ class LmerModel:
         raw, beta0, residual = fit_residual_model(self.design, values, correlation, variance, bool(REML))
         return LmerModel(self.design, bool(REML), raw, beta0, residual=residual)
 
+    def require_unweighted(self, what: str) -> None:
+        """Refuse computations that do not know prior weights and offsets yet (they would simulate without them)."""
+        if self.prior is not None:
+            raise NotYetSupportedError(f"{what} is not available for models with prior weights or an offset yet")
+
     def require_plain(self, what: str) -> None:
-        """Refuse computations that do not know residual structures yet (they would ignore R_g)."""
+        """Refuse computations that do not know residual structures, prior weights or offsets yet."""
+        self.require_unweighted(what)
         if self.residual is not None:
             raise NotYetSupportedError(f"{what} is not available for models with a residual structure yet "
                                        "(variance_table() gives Hessian-based SEs, bootstrap() percentile intervals)")

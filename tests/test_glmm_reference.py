@@ -179,3 +179,14 @@ def test_binary_and_logical_responses_equal_the_binomial_counts():
     assert binary.loglik + choose == pytest.approx(counts.loglik, rel=1e-9)
     np.testing.assert_allclose(binary.fixef.to_numpy(), counts.fixef.to_numpy(), rtol=1e-6)
     assert logical.loglik == pytest.approx(binary.loglik, rel=1e-12)
+
+
+def test_weighted_lmer_refuses_what_would_ignore_its_weights():
+    """simulate, bootstrap, profile intervals and ddf do not know prior weights yet: they refuse, not ignore."""
+    ss = hj.datasets.load("sleepstudy")
+    m = hj.lmer("Reaction ~ Days + (1 | Subject)", ss.assign(w=1 + ss["Days"] % 3), weights="w")
+    for call in (lambda: m.simulate(2), lambda: hj.bootstrap(m, n=4), lambda: m.confint(method="profile"),
+                 lambda: m.summary(ddf="satterthwaite")):
+        with pytest.raises(hj.NotYetSupportedError, match="prior weights"):
+            call()
+    assert np.isfinite(m.confint(method="wald").to_numpy()[-2:]).all()   # Wald intervals use the weighted fit

@@ -41,6 +41,7 @@ def bootstrap(model, n: int = 1000, seed: int = 0, chunk: int | None = None, pro
     if getattr(model, "family", None) is not None:
         return model.bootstrap(n=n, seed=seed, max_iter=max_iter)
     n = check_n(n)
+    model.require_unweighted("bootstrap")
     if getattr(model, "residual", None) is not None:
         return residual_bootstrap(model, n, seed, chunk, max_iter)
     info = model.info

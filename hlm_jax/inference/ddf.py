@@ -327,6 +327,7 @@ def kenward_roger_pieces(model, theta=None, zs: ZSpace | None = None) -> Kenward
 
 def _pieces(model, method: str, theta=None):
     method = canonical_method(method)
+    model.require_plain(f"{method} degrees of freedom")
     return method, (satterthwaite_pieces(model, theta) if method == "satterthwaite"
                     else kenward_roger_pieces(model, theta))
 
