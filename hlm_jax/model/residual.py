@@ -240,23 +240,34 @@ class VarIdent:
 
 
 @dataclass(frozen=True)
-class VarPower:
-    """sd ∝ |v|^power for a covariate v (nlme's varPower(form = ~v))."""
+class CovariateVariance:
+    """What a one-parameter variance function of one covariate shares (VarPower, VarExp)."""
 
     covariate: str
+    transforms = ("identity",)
 
     @property
     def columns(self) -> tuple[str, ...]:
         return (self.covariate,)
 
+    def bind(self, values: dict, sizes: np.ndarray) -> "CovariateVariance":
+        return self
+
+    def start(self) -> np.ndarray:
+        return np.zeros(1)
+
+    def natural(self, eta):
+        return eta
+
+
+@dataclass(frozen=True)
+class VarPower(CovariateVariance):
+    """sd ∝ |v|^power for a covariate v (nlme's varPower(form = ~v))."""
+
     names = ("power",)
-    transforms = ("identity",)
 
     def __str__(self) -> str:
         return f"sd ∝ |{self.covariate}|^power"
-
-    def bind(self, values: dict, sizes: np.ndarray) -> "VarPower":
-        return self
 
     def setup(self, values: dict) -> np.ndarray:
         v = _numeric(values, self.covariate, "VarPower")
@@ -264,43 +275,21 @@ class VarPower:
             raise ResidualSpecError(f"VarPower covariate {self.covariate!r} is 0 in some rows (|v|^power undefined)")
         return np.abs(v)
 
-    def start(self) -> np.ndarray:
-        return np.zeros(1)
-
-    def natural(self, eta):
-        return eta
-
     def sd(self, eta, v):
         return jnp.exp(eta[0] * jnp.log(v))
 
 
 @dataclass(frozen=True)
-class VarExp:
+class VarExp(CovariateVariance):
     """sd ∝ exp(expon · v) for a covariate v (nlme's varExp(form = ~v))."""
 
-    covariate: str
-
-    @property
-    def columns(self) -> tuple[str, ...]:
-        return (self.covariate,)
-
     names = ("expon",)
-    transforms = ("identity",)
 
     def __str__(self) -> str:
         return f"sd ∝ exp(expon · {self.covariate})"
 
-    def bind(self, values: dict, sizes: np.ndarray) -> "VarExp":
-        return self
-
     def setup(self, values: dict) -> np.ndarray:
         return _numeric(values, self.covariate, "VarExp")
-
-    def start(self) -> np.ndarray:
-        return np.zeros(1)
-
-    def natural(self, eta):
-        return eta
 
     def sd(self, eta, v):
         return jnp.exp(eta[0] * v)
