@@ -158,8 +158,13 @@ def newton_step(fun: Callable, state: NewtonState, lower, args, gtol: float, max
     pick = _best_of_all if search == "all" else _first_decrease
     x_try, f_try = pick(fun, trials, state.f, args)
     improved = (f_try < state.f) & ~small
-    x_new = jnp.where(improved, x_try, x)
-    f_new = jnp.where(improved, f_try, state.f)
+    # flat to rounding (as in `batch_newton_steps`): when no trial decreases f, the full Newton step with no
+    # negative curvature is still taken if it does not raise f beyond rounding, and the run stops there
+    final = ~improved & ~small & convex
+    f_final = jax.lax.cond(final, lambda: fun(trials[0], *args), lambda: jnp.asarray(jnp.inf, state.f.dtype))
+    flat = final & (f_final <= state.f + 1e-12 * jnp.maximum(1.0, jnp.abs(state.f)))
+    x_new = jnp.where(improved, x_try, jnp.where(flat, trials[0], x))
+    f_new = jnp.where(improved, f_try, jnp.where(flat, f_final, state.f))
     return NewtonState(x_new, f_new, grad_norm, state.iterations + improved.astype(jnp.int32), small,
                        ~improved & ~small, convex, decrement)
 
@@ -302,10 +307,10 @@ def batch_newton_steps(fun: Callable, derivs: Callable, slots: NewtonState, lowe
     stages, each only for the slots that need it: the full Newton step (all); the rest of the ladder
     (where the full step did not decrease f); the escapes along negative curvature (where the ladder
     found no decrease and the curvature is negative). A stage needed by few slots gathers them.
-    Near the optimum the criterion is flat to rounding: a tiny full Newton step (with no negative
-    curvature) that does not raise f beyond rounding is taken and the problem stops there (stalled;
-    `verified` counts it converged when its Newton decrement is small), and a decrease must exceed
-    rounding (1e-14 relative) to count, so noise cannot keep a problem going.
+    Near the optimum the criterion is flat to rounding: a tiny full Newton step, or one where no trial
+    decreases f (with no negative curvature), that does not raise f beyond rounding is taken and the
+    problem stops there (stalled; `verified` counts it converged when its Newton decrement is small),
+    and a decrease must exceed rounding (1e-14 relative) to count, so noise cannot keep a problem going.
     """
     n_ladder = len(STEP_LADDER)
 
@@ -360,7 +365,8 @@ def batch_newton_steps(fun: Callable, derivs: Callable, slots: NewtonState, lowe
         decrease = f_trials < f - 1e-14 * scale
         first = jnp.argmax(decrease)
         tiny = jnp.max(jnp.abs(trials[0] - x)) <= 1e-7 * (1.0 + jnp.max(jnp.abs(x)))
-        final = ~small & tiny & convex   # at a saddle the step is tiny too: there the escapes must be tried
+        # at a saddle the step is tiny too: there the escapes must be tried
+        final = ~small & convex & (tiny | ~jnp.any(decrease))
         flat = final & (f_trials[0] <= f + 1e-12 * scale)
         improved = decrease[first] & ~small & ~final
         x_new = jnp.where(improved, trials[first], jnp.where(flat, trials[0], x))

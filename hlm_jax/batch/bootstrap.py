@@ -8,6 +8,7 @@ import pandas as pd
 
 from ..messages import warn
 from ..precision import float64
+from ..scaling import unit_scales
 from .program import run_simulated
 from .residual import residual_bootstrap
 from .results import BatchWarning, BootstrapResult
@@ -48,10 +49,16 @@ def bootstrap(model, n: int = 1000, seed: int = 0, chunk: int | None = None, pro
     beta = model.fixef.to_numpy()
     t0 = time.perf_counter()
     if len(info.factors) == 1:
+        # simulated and refitted in the fit's scaled units (see `scaling`): a seed gives the same replicates
+        # in any units
         X, Z, codes, G = model_arrays(model)
-        simulator, source, _ = make_simulator(X @ beta, Z, model.lambda_matrix, model.sigma, codes, G,
-                                              [(X, Z, beta)], info.row_index)
-        target = make_target(X, Z, codes, G, model.layout, model.theta, model.reml, model.scales)
+        sc = model.scales
+        X, Z, beta_s = X / sc.x, Z / sc.z[0], beta * sc.x / sc.y
+        simulator, source, _ = make_simulator(X @ beta_s, Z, sc.z[0][:, None] * model.lambda_matrix,
+                                              model.sigma / sc.y, codes, G, [(X, Z, beta_s)], info.row_index,
+                                              y_scale=sc.y)
+        target = make_target(X, Z, codes, G, model.layout, model.theta * sc.theta, model.reml,
+                             unit_scales(info, model.layout))
     else:
         simulator = row_simulator(model, [scaled_row_statistics(model, beta)])
         source = RowSource(simulator, info.row_index)

@@ -110,8 +110,10 @@ class SimulationSource:
     row_index: pd.Index
     eig_w: np.ndarray
     eig_V: np.ndarray
+    y_scale: float = 1.0
 
     def responses(self, seed: int, which: np.ndarray) -> np.ndarray:
+        """Replicates `which` as responses in the data's units (simulated in units `y_scale` times smaller)."""
         sim = self.simulator
         with jax.enable_x64(True):
             keys = jax.vmap(jax.random.fold_in, (None, 0))(jax.random.PRNGKey(seed), jnp.asarray(which))
@@ -138,7 +140,7 @@ class SimulationSource:
             norm = np.sqrt(h @ h)
             eps_out = sigma * np.sqrt(chi2[r]) * h / norm if norm > 0 else 0.0 * h
             out[r] = self.mean + np.einsum("nq,nq->n", self.Z_sim, b[self.codes]) + eps_in + eps_out
-        return out
+        return out * self.y_scale
 
 
 def _unique_columns(cols: list[np.ndarray]) -> tuple[np.ndarray, list[int]]:
@@ -158,8 +160,9 @@ def _unique_columns(cols: list[np.ndarray]) -> tuple[np.ndarray, list[int]]:
     return np.column_stack(kept), index
 
 
-def make_simulator(sim_X_beta, Z_sim, lam, sigma, codes, G, targets, row_index):
-    """A `Simulator` for y = X_simβ_sim + Z_sim b + ε and targets [(X_t, Z_t, β_t)]; returns it with its source."""
+def make_simulator(sim_X_beta, Z_sim, lam, sigma, codes, G, targets, row_index, y_scale: float = 1.0):
+    """A `Simulator` for y = X_simβ_sim + Z_sim b + ε and targets [(X_t, Z_t, β_t)]; returns it with its source
+    (whose responses are y · `y_scale`: the data's units when the model is given in scaled ones)."""
     cols = [Z_sim[:, j] for j in range(Z_sim.shape[1])]
     layout, deltas = [], []
     for X, Z, beta in targets:
@@ -194,5 +197,5 @@ def make_simulator(sim_X_beta, Z_sim, lam, sigma, codes, G, targets, row_index):
     simulator = Simulator(jnp.asarray(lam, dtype=float), jnp.asarray(float(sigma)), jnp.asarray(F),
                           jnp.asarray(keep), jnp.asarray(gram), jnp.asarray(float(df)),
                           tuple(jnp.asarray(float(d @ d)) for d in deltas), z_sim, tuple(spec))
-    source = SimulationSource(simulator, U, codes, sim_X_beta, Z_sim, row_index, w, V)
+    source = SimulationSource(simulator, U, codes, sim_X_beta, Z_sim, row_index, w, V, y_scale)
     return simulator, source, c
