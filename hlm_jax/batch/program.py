@@ -62,29 +62,36 @@ def bytes_per_problem(G: int, q: int, p: int, batched_design: bool = False) -> i
     return 8 * (G * per_group + (p + 2) ** 2 + 64)
 
 
+def run_chunks(n: int, per_dev: int, progress, desc: str, fit_chunk):
+    """Call fit_chunk(idx, real) on each chunk of the n problems and gather its outputs (a pytree of arrays
+    with a leading problem axis) into numpy arrays of length n; returns them and the timings."""
+    merged, first, n_chunks = None, 0, 0
+    with timed() as timing, progress_bar(n, progress, desc) as bar:
+        while first < n:
+            idx, size = chunk_indices(first, per_dev, n)
+            real = idx < n
+            out = jax.tree_util.tree_map(np.asarray, gather(fit_chunk(idx, real)))
+            if merged is None:
+                merged = jax.tree_util.tree_map(lambda v: np.empty((n,) + v.shape[1:], v.dtype), out)
+            jax.tree_util.tree_map(lambda m, v: m.__setitem__(idx[real], v[real]), merged, out)
+            bar.update(int(real.sum()))
+            first += size
+            n_chunks += 1
+    return merged, dict(timing, chunk=per_dev * len(jax.devices()), chunks=n_chunks, devices=len(jax.devices()))
+
+
 def run_simulated(simulator, targets, n, seed, chunk, progress, max_iter, desc, dims):
     """All n replicates, chunk by chunk; per-target dicts of numpy arrays (length n) and timings."""
     per_dev = chunk_size(n, bytes_per_problem(*dims), chunk)
     key = jax.random.PRNGKey(seed)
     sharding = NamedSharding(mesh(), PartitionSpec("batch"))
-    merged = None
-    first, n_chunks = 0, 0
-    with timed() as timing, progress_bar(n, progress, desc) as bar:
-        while first < n:
-            idx, size = chunk_indices(first, per_dev, n)
-            out = simulated_chunk[for_latency(per_dev)](simulator, targets, key, jax.device_put(idx, sharding), jnp.asarray(n, jnp.int32),
-                                   jnp.asarray(max_iter, jnp.int32), width=slot_width())
-            out = gather(out)
-            if merged is None:
-                merged = [{name: np.empty((n,) + v.shape[1:], v.dtype) for name, v in o.items()} for o in out]
-            real = idx < n
-            for m, o in zip(merged, out):
-                for name, v in o.items():
-                    m[name][idx[real]] = v[real]
-            bar.update(int(real.sum()))
-            first += size
-            n_chunks += 1
-    return merged, dict(timing, chunk=per_dev * len(jax.devices()), chunks=n_chunks, devices=len(jax.devices()))
+
+    def fit_chunk(idx, real):
+        return simulated_chunk[for_latency(per_dev)](simulator, targets, key, jax.device_put(idx, sharding),
+                                                     jnp.asarray(n, jnp.int32), jnp.asarray(max_iter, jnp.int32),
+                                                     width=slot_width())
+
+    return run_chunks(n, per_dev, progress, desc, fit_chunk)
 
 
 def _given_chunk(target: Target, data, valid, max_iter, width: int):
@@ -106,21 +113,11 @@ def run_given(target: Target, data, n: int, chunk, progress, max_iter, desc, dim
     """Fit n problems with given statistics (numpy pytree, leading axis n), chunk by chunk."""
     per_dev = chunk_size(n, bytes_per_problem(*dims), chunk)
     sharding = NamedSharding(mesh(), PartitionSpec("batch"))
-    merged, first, n_chunks = None, 0, 0
-    with timed() as timing, progress_bar(n, progress, desc) as bar:
-        while first < n:
-            idx, size = chunk_indices(first, per_dev, n)
-            real = idx < n
-            take = np.minimum(idx, n - 1)
-            piece = jax.tree_util.tree_map(lambda a: jax.device_put(np.asarray(a)[take], sharding), data)
-            out = given_chunk[for_latency(per_dev)](target, piece, jax.device_put(real, sharding), jnp.asarray(max_iter, jnp.int32),
-                               width=slot_width())
-            out = gather(out)
-            if merged is None:
-                merged = {name: np.empty((n,) + v.shape[1:], v.dtype) for name, v in out.items()}
-            for name, v in out.items():
-                merged[name][idx[real]] = v[real]
-            bar.update(int(real.sum()))
-            first += size
-            n_chunks += 1
-    return merged, dict(timing, chunk=per_dev * len(jax.devices()), chunks=n_chunks, devices=len(jax.devices()))
+
+    def fit_chunk(idx, real):
+        take = np.minimum(idx, n - 1)
+        piece = jax.tree_util.tree_map(lambda a: jax.device_put(np.asarray(a)[take], sharding), data)
+        return given_chunk[for_latency(per_dev)](target, piece, jax.device_put(real, sharding),
+                                                 jnp.asarray(max_iter, jnp.int32), width=slot_width())
+
+    return run_chunks(n, per_dev, progress, desc, fit_chunk)
