@@ -22,12 +22,13 @@ import numpy as np
 import pandas as pd
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from .design import Design, DesignError, GroupBucket, NotYetSupportedError, bucket_length
+from .design import Design, DesignError, GroupBucket, NotYetSupportedError, bucket_length, build_design
+from .design_cache import DesignCache
 from .fit import SINGLE_FIT_OPTIONS, ModelFit, ols_coefficients
 from .likelihood import lmm
 from .messages import warn
 from .model.layout import FactorStructure, theta_layout
-from .model.residual import AR1, Residual, ResidualSpecError, bind
+from .model.residual import AR1, Residual, ResidualSpecError, VarIdent, bind
 from .optimize import batch_converged, minimize
 from .precision import float64
 
@@ -45,7 +46,7 @@ class ResidualData:
     n_theta: int = field(metadata=dict(static=True))
     n_slots: int = field(metadata=dict(static=True))
     structure: FactorStructure = field(metadata=dict(static=True))
-    unit_lags: bool = field(default=False, metadata=dict(static=True))
+    stacked: bool = field(default=False, metadata=dict(static=True))
 
     def with_response(self, ys: tuple, beta0) -> "ResidualData":
         """The same model with other padded responses (one (groups × rows) array per bucket)."""
@@ -77,30 +78,46 @@ def residual_data(design: Design, values: dict, correlation, variance) -> Residu
         aux.append(sort(a))  # padding cells hold row 0's inputs: valid values, so derivatives stay finite
     layout = theta_layout(info.terms)
     return ResidualData(tuple(buckets), tuple(aux), ols_coefficients(info.X, info.y), residual, layout.size,
-                        bucket_length(info.n_groups + 1), layout.factor(0), _unit_lags(residual, buckets, aux))
+                        bucket_length(info.n_groups + 1), layout.factor(0), _stackable(residual, buckets, aux))
 
 
-def _unit_lags(residual: Residual, buckets, aux) -> bool:
-    """AR(1) with every within-group gap 1 and no variance function: the lag statistics apply."""
-    cor = residual.correlation
-    if residual.variance is not None or not isinstance(cor, AR1) or cor.continuous:
+def _levels(residual: Residual) -> int:
+    """How many distinct residual sds the stacked statistics keep apart (one without VarIdent)."""
+    return len(residual.variance.levels) if isinstance(residual.variance, VarIdent) else 1
+
+
+def _stackable(residual: Residual, buckets, aux) -> bool:
+    """Whether `StackedStats` apply: no correlation or AR(1) with every within-group gap 1, no variance
+    function or VarIdent, and few enough parts (at most the longest group's padded rows, or 16)."""
+    cor, var, L = residual.correlation, residual.variance, _levels(residual)
+    if var is not None and not isinstance(var, VarIdent):
         return False
-    return all(np.all(np.diff(a[..., 0], axis=1)[np.asarray(b.mask)[:, 1:] > 0] == 1) for b, a in zip(buckets, aux))
+    if cor is None:
+        return True
+    if not isinstance(cor, AR1) or cor.continuous:
+        return False
+    parts = 3 * L + L * L
+    unit = all(np.all(np.diff(a[..., 0], axis=1)[np.asarray(b.mask)[:, 1:] > 0] == 1) for b, a in zip(buckets, aux))
+    return unit and parts <= max(16, max(np.asarray(b.mask).shape[1] for b in buckets))
 
 
 @jax.tree_util.register_dataclass
 @dataclass(frozen=True)
-class LagStats:
-    """Per group slot, for AR(1) with unit gaps: with w_t = (x_t, z_t, y_t − x_tβ₀) the rows, the first
-    row's w₁w₁ᵀ and, over t ≥ 2, A₀ = Σ w_tw_tᵀ, A₁ = Σ (w_tw_{t−1}ᵀ + w_{t−1}w_tᵀ), A₂ = Σ w_{t−1}w_{t−1}ᵀ,
-    so that the whitened cross-products are w₁w₁ᵀ + (A₀ − Phi A₁ + Phi² A₂)/(1 − Phi²): each evaluation
-    costs O(groups), not O(rows), and a bootstrap replicate forms them once."""
+class StackedStats:
+    """Per group slot, the whitened cross-products as a sum Σ_k c_k(η) A_k of fixed parts A_k, so that
+    each evaluation costs O(groups), not O(rows), and a bootstrap replicate forms them once.
 
-    first: jax.Array
-    lag0: jax.Array
-    lag1: jax.Array
-    lag2: jax.Array
+    With w_t = (x_t, z_t, y_t − x_tβ₀) the rows, s_l = 1/d_l the inverse sd of level l (VarIdent; one
+    level without it) and a_t the level of row t: without a correlation the parts are S_l = Σ_{a_t = l}
+    w_tw_tᵀ with c = s_l². With AR(1) at unit gaps, e_1 = s_{a_1}w_1 and e_t = (s_{a_t}w_t − Phi
+    s_{a_(t−1)}w_{t−1})/√(1 − Phi²), so the parts are the first rows F_l, over t ≥ 2 the rows N_l, their
+    predecessors P_l, and the pairs X_ab = Σ (w_tw_{t−1}ᵀ + w_{t−1}w_tᵀ) with a_t = a, a_{t−1} = b, with
+    c = s_l², s_l²/(1 − Phi²), Phi²s_l²/(1 − Phi²) and −Phi s_a s_b/(1 − Phi²).
+    `rows` counts each slot's rows and `level_rows` each level's (for log|R_g|)."""
+
+    parts: jax.Array
     rows: jax.Array
+    level_rows: jax.Array
     data: ResidualData
 
     @property
@@ -108,30 +125,39 @@ class LagStats:
         return self.data.n_theta
 
 
-def lag_stats(data: ResidualData) -> LagStats:
-    """The lag statistics of `data` (its y centred at β₀)."""
+def stacked_stats(data: ResidualData) -> StackedStats:
+    """The stacked statistics of `data` (its y centred at β₀)."""
+    L, ar1 = _levels(data.residual), data.residual.correlation is not None
     k = data.buckets[0].X.shape[-1] + data.buckets[0].Z.shape[-1] + 1
-    out = [jnp.zeros((data.n_slots, k, k)) for _ in range(4)] + [jnp.zeros(data.n_slots)]
-    for b in data.buckets:
+    parts = jnp.zeros(((3 * L + L * L) if ar1 else L, data.n_slots, k, k))
+    rows, level_rows = jnp.zeros(data.n_slots), jnp.zeros(L)
+    for b, aux in zip(data.buckets, data.aux):
         w = jnp.concatenate([b.X, b.Z, ((b.y - b.X @ data.beta0) * b.mask)[..., None]], axis=-1)
-        now, before, real = w[:, 1:], w[:, :-1], b.mask[:, 1:, None, None]
-        cross = jnp.einsum("gti,gtj->gij", now, before)
-        parts = (jnp.einsum("gi,gj->gij", w[:, 0], w[:, 0]), jnp.einsum("gti,gtj->gij", now, now),
-                 cross + jnp.swapaxes(cross, 1, 2), jnp.sum(real * before[..., :, None] * before[..., None, :], axis=1),
-                 jnp.sum(b.mask, axis=1))
-        out = [o.at[b.group].add(v) for o, v in zip(out, parts)]
-    return LagStats(*out, data)
+        level = jax.nn.one_hot(aux[..., 1].astype(jnp.int32), L, dtype=w.dtype) * b.mask[..., None]
+        if ar1:
+            now, before, at, prev = w[:, 1:], w[:, :-1], level[:, 1:], level[:, :-1] * b.mask[:, 1:, None]
+            cross = jnp.einsum("gta,gtb,gti,gtj->abgij", at, prev, now, before)
+            new = jnp.concatenate([jnp.einsum("gl,gi,gj->lgij", level[:, 0], w[:, 0], w[:, 0]),
+                                   jnp.einsum("gtl,gti,gtj->lgij", at, now, now),
+                                   jnp.einsum("gtl,gti,gtj->lgij", prev, before, before),
+                                   (cross + jnp.swapaxes(cross, -1, -2)).reshape((L * L,) + cross.shape[2:])])
+        else:
+            new = jnp.einsum("gtl,gti,gtj->lgij", level, w, w)
+        parts = parts.at[:, b.group].add(new)
+        rows = rows.at[b.group].add(jnp.sum(b.mask, axis=1))
+        level_rows = level_rows + jnp.sum(level, axis=(0, 1))
+    return StackedStats(parts, rows, level_rows, data)
 
 
 def prepare(data: ResidualData):
-    """What the criterion reads: the lag statistics where they apply, else the padded tensors."""
-    return lag_stats(data) if data.unit_lags else data
+    """What the criterion reads: the stacked statistics where they apply, else the padded tensors."""
+    return stacked_stats(data) if data.stacked else data
 
 
 def whitened_stats(eta: jax.Array, data) -> tuple[lmm.Stats, jax.Array]:
     """lme4's sufficient statistics of the whitened model and Σ_g log|R_g| at η (`data`: from `prepare`)."""
-    if isinstance(data, LagStats):
-        return _lagged_stats(eta, data)
+    if isinstance(data, StackedStats):
+        return _stacked_whitened(eta, data)
     res = data.residual
     buckets, logdet = [], jnp.zeros((), eta.dtype)
     for b, aux in zip(data.buckets, data.aux):
@@ -143,16 +169,29 @@ def whitened_stats(eta: jax.Array, data) -> tuple[lmm.Stats, jax.Array]:
     return lmm.Stats(*parts, structure=data.structure), logdet
 
 
-def _lagged_stats(eta: jax.Array, lag: LagStats) -> tuple[lmm.Stats, jax.Array]:
-    phi = lag.data.residual.correlation.natural(eta)[0]
-    W = lag.first + (lag.lag0 - phi * lag.lag1 + phi * phi * lag.lag2) / (1.0 - phi * phi)
-    b = lag.data.buckets[0]
+def _stacked_whitened(eta: jax.Array, st: StackedStats) -> tuple[lmm.Stats, jax.Array]:
+    res = st.data.residual
+    L = st.level_rows.shape[0]
+    log_sd = (jnp.log(res.variance.sd(eta[res.n_cor:], jnp.arange(L))) if res.variance is not None
+              else jnp.zeros(L, eta.dtype))
+    s2 = jnp.exp(-2.0 * log_sd)
+    logdet = 2.0 * jnp.sum(st.level_rows * log_sd)
+    if res.correlation is None:
+        coef = s2
+    else:
+        phi = res.correlation.natural(eta[:res.n_cor])[0]
+        scale = 1.0 / (1.0 - phi * phi)
+        s = jnp.exp(-log_sd)
+        coef = jnp.concatenate([s2, s2 * scale, phi * phi * s2 * scale, -phi * scale * jnp.outer(s, s).ravel()])
+        logdet = logdet + jnp.sum(jnp.maximum(st.rows - 1.0, 0.0)) * jnp.log1p(-phi * phi)
+    W = jnp.einsum("k,kgij->gij", coef, st.parts)
+    b = st.data.buckets[0]
     p, q = b.X.shape[-1], b.Z.shape[-1]
     z = slice(p, p + q)
     total = jnp.sum(W, axis=0)
     stats = lmm.Stats(W[:, z, z], W[:, z, :p], W[:, z, -1], total[:p, :p], total[:p, -1], total[-1, -1],
-                      jnp.sum(lag.rows), structure=lag.data.structure)
-    return stats, jnp.sum(jnp.maximum(lag.rows - 1.0, 0.0)) * jnp.log1p(-phi * phi)
+                      jnp.sum(st.rows), structure=st.data.structure)
+    return stats, logdet
 
 
 def objective(x: jax.Array, data, reml: jax.Array) -> jax.Array:
@@ -192,20 +231,70 @@ class ResidualFit(NamedTuple):
 FITTED = "fitted"  # a variance covariate that is the model's fitted values (nlme's ~fitted(.))
 
 
-def fit_residual_model(design: Design, values: dict, correlation, variance, reml: bool,
+class Bound(NamedTuple):
+    """Structures bound to a design, on the device: the data, the start (θ then η) and the lower bounds."""
+
+    data: ResidualData
+    x0: jax.Array
+    lower: jax.Array
+
+
+@dataclass
+class Prepared:
+    """A design with the structure columns' values (design row order), and the structures already bound
+    to it (`bound`: (correlation, variance) → `Bound`), kept by `DESIGNS`."""
+
+    design: Design
+    values: dict
+    bound: dict = field(default_factory=dict)
+
+    def bind(self, correlation, variance) -> Bound:
+        """The structures bound to this design's rows, bound once per pair of structures."""
+        key = (correlation, variance)
+        if key not in self.bound:
+            data = residual_data(self.design, self.values, correlation, variance)
+            layout = theta_layout(self.design.info.terms)
+            x0 = np.concatenate([layout.start(), data.residual.start()])
+            self.bound[key] = jax.device_put(Bound(data, x0, _bounds(data, layout.lower)))
+        return self.bound[key]
+
+
+DESIGNS = DesignCache()
+
+
+def prepare_design(formula: str, data: pd.DataFrame, correlation, variance) -> Prepared:
+    """The design of `formula` on `data`'s rows with the structure columns present, reused from `DESIGNS`
+    while the columns it reads are unchanged."""
+    columns = structure_columns(correlation, variance)
+
+    def build() -> tuple[Prepared, list]:
+        design = build_design(formula, residual_rows(data, correlation, variance))
+        values = {c: data.loc[design.info.row_index, c].to_numpy() for c in columns}
+        return Prepared(design, values), design.info.parsed.variables + columns
+
+    if not isinstance(data, pd.DataFrame):
+        return build()[0]
+    return DESIGNS.get((formula, tuple(columns)), data, build)
+
+
+def fit_residual_model(design: Design | Prepared, values: dict, correlation, variance, reml: bool,
                        max_iter: int = 200, rounds: int = 200, tol: float = 1e-10) -> tuple[ModelFit, np.ndarray, ResidualFit]:
-    """Fit; returns the lmer-shaped fit (state over θ only), β₀ and the residual part.
+    """Fit; returns the lmer-shaped fit (state over θ only), β₀ and the residual part (`design` may be
+    a `Prepared` one, whose bound structures are reused).
 
     A variance function of the fitted values follows nlme: fit with the last fit's fitted values
     (Xβ̂ + Zb̂) held as the covariate, starting from the fit without the variance function, until the
     fitted values settle (to `tol` relative). The result is that fixed point, not one likelihood's optimum.
     """
+    prepared = design if isinstance(design, Prepared) else Prepared(design, values)
     if variance is None or FITTED not in variance.columns:
-        return _fit_once(design, values, correlation, variance, reml, max_iter)
-    raw, beta0, _ = _fit_once(design, values, correlation, None, reml, max_iter)
+        return _fit_once(prepared, correlation, variance, reml, max_iter)
+    raw, beta0, _ = _fit_once(prepared, correlation, None, reml, max_iter)
+    design = prepared.design
     fitted = _fitted_values(design, raw, beta0)
     for _ in range(rounds):
-        raw, beta0, residual = _fit_once(design, {**values, FITTED: fitted}, correlation, variance, reml, max_iter)
+        rounded = Prepared(design, {**prepared.values, FITTED: fitted})
+        raw, beta0, residual = _fit_once(rounded, correlation, variance, reml, max_iter)
         fitted, before = _fitted_values(design, raw, beta0), fitted
         if np.max(np.abs(fitted - before)) <= tol * max(1.0, np.max(np.abs(before))):
             return raw, beta0, residual
@@ -219,17 +308,15 @@ def _fitted_values(design: Design, raw: ModelFit, beta0: np.ndarray) -> np.ndarr
     return info.X @ (beta0 + raw.est.beta) + np.einsum("nq,nq->n", info.Z, raw.modes[0][info.group_codes])
 
 
-def _fit_once(design: Design, values: dict, correlation, variance, reml: bool,
+def _fit_once(prepared: Prepared, correlation, variance, reml: bool,
               max_iter: int) -> tuple[ModelFit, np.ndarray, ResidualFit]:
-    data = residual_data(design, values, correlation, variance)
-    layout = theta_layout(design.info.terms)
-    x0 = np.concatenate([layout.start(), data.residual.start()])
-    state, est = jax.tree_util.tree_map(np.asarray, _fit(data, jnp.asarray(x0), jnp.asarray(_bounds(data, layout.lower)),
-                                                         jnp.asarray(float(reml)), max_iter=max_iter))
-    k, G = data.n_theta, design.info.n_groups
+    bound = prepared.bind(correlation, variance)
+    state, est = jax.tree_util.tree_map(np.asarray, _fit(bound.data, bound.x0, bound.lower, np.float64(reml),
+                                                         max_iter=max_iter))
+    k, G = bound.data.n_theta, prepared.design.info.n_groups
     raw = ModelFit(state._replace(x=state.x[:k]), est, (est.b[:G],), (est.b_cov[:G],))
-    return raw, np.asarray(data.beta0), ResidualFit(data.residual, state.x[k:], data,
-                                                    (correlation, variance, values))
+    return raw, np.asarray(bound.data.beta0), ResidualFit(bound.data.residual, state.x[k:], bound.data,
+                                                          (correlation, variance, prepared.values))
 
 
 def structure_columns(correlation, variance) -> list[str]:

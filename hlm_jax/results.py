@@ -11,7 +11,7 @@ import pandas as pd
 from .design import Design, DesignError, NotYetSupportedError, build_design, factor_labels, term_group_names
 from .fit import ModelFit, fit_model
 from .messages import require_bool, warn
-from .residual_fit import ResidualFit, fit_residual_model, residual_rows, structure_columns
+from .residual_fit import ResidualFit, fit_residual_model, prepare_design
 from .residual_fit import simulate as residual_simulate
 from .likelihood.lmm import simulate_responses
 from .model.layout import ThetaLayout, theta_layout
@@ -64,10 +64,9 @@ def lmer(formula: str, data: pd.DataFrame, REML: bool = True, max_iter: int = 20
 
 def _lmer_residual(formula, data, REML, max_iter, correlation, variance) -> "LmerModel":
     """lmer with nlme's residual structures (see `residual_fit`)."""
-    design = build_design(formula, residual_rows(data, correlation, variance))
-    values = {c: data.loc[design.info.row_index, c].to_numpy() for c in structure_columns(correlation, variance)}
-    raw, beta0, residual = fit_residual_model(design, values, correlation, variance, bool(REML), max_iter)
-    model = LmerModel(design, bool(REML), raw, beta0, residual=residual)
+    prepared = prepare_design(formula, data, correlation, variance)
+    raw, beta0, residual = fit_residual_model(prepared, prepared.values, correlation, variance, bool(REML), max_iter)
+    model = LmerModel(prepared.design, bool(REML), raw, beta0, residual=residual)
     model.warn_if_problematic()
     return model
 

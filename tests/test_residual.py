@@ -165,24 +165,36 @@ def test_ar1_simulation_has_the_fitted_lag_one_correlation():
     assert np.var(diff) == pytest.approx(2 * m.sigma ** 2 * (1 - phi), rel=0.03)
 
 
-def test_lag_statistics_give_the_whitened_criterion():
-    """AR(1) with unit gaps evaluates the criterion from per-group lag statistics; it must equal the
-    row-by-row whitening at any point (REML and ML, a random-slope model)."""
+@pytest.mark.parametrize("formula, data, correlation, variance", [
+    ("Reaction ~ Days + (Days|Subject)", "sleepstudy", hj.AR1(), None),
+    (ORTHODONT, "orthodont", None, hj.VarIdent("Sex")),
+    (ORTHODONT, "orthodont", hj.AR1(), hj.VarIdent("Sex")),
+], ids=["ar1", "varident", "ar1_varident"])
+def test_stacked_statistics_give_the_whitened_criterion(formula, data, correlation, variance):
+    """AR(1) with unit gaps and VarIdent evaluate the criterion from stacked per-group statistics; it must
+    equal the row-by-row whitening at any point (REML and ML)."""
+    import dataclasses
+
     import jax
     import jax.numpy as jnp
 
     from hlm_jax.design import build_design
-    from hlm_jax.residual_fit import objective, prepare, residual_data
+    from hlm_jax.residual_fit import StackedStats, objective, prepare, residual_data
 
-    design = build_design("Reaction ~ Days + (Days|Subject)", hj.datasets.load("sleepstudy"))
-    data = residual_data(design, {}, hj.AR1(), None)
-    assert data.unit_lags
+    frame = hj.datasets.load(data)
+    design = build_design(formula, frame)
+    values = {c: frame.loc[design.info.row_index, c].to_numpy() for c in getattr(variance, "columns", ())}
+    data = residual_data(design, values, correlation, variance)
+    assert data.stacked
+    rng = np.random.default_rng(1)
     with jax.enable_x64(True):
-        lag = prepare(data)
-        for x in ([1.0, 0.1, 0.5, 0.3], [0.7, -0.2, 0.2, -0.6]):
+        stacked = prepare(data)
+        assert isinstance(stacked, StackedStats)
+        padded = dataclasses.replace(data, stacked=False)
+        for _ in range(2):
+            x = jnp.asarray(np.concatenate([rng.uniform(0.3, 1.5, data.n_theta), rng.uniform(-0.8, 0.8, len(data.residual.names))]))
             for reml in (0.0, 1.0):
-                x = jnp.asarray(x)
-                assert float(objective(x, lag, reml)) == pytest.approx(float(objective(x, data, reml)), rel=1e-12)
+                assert float(objective(x, stacked, reml)) == pytest.approx(float(objective(x, padded, reml)), rel=1e-12)
 
 
 SHARDED = """
