@@ -1,11 +1,23 @@
-"""Seconds JAX spends tracing, lowering and compiling programs, from JAX's own monitoring events,
-so results can report their compile time apart from their run time."""
+"""Seconds JAX spends tracing, lowering and compiling programs, from JAX's own monitoring events, so results
+can report their compile time apart from their run time; and `Program`, a jitted function whose compiled
+executables are kept on disk so that a fresh process skips tracing, lowering and compiling it."""
 from __future__ import annotations
 
+import functools
+import hashlib
+import os
+import pickle
+import platform
+import tempfile
 import time
 from contextlib import contextmanager
 
+import jax
+import jaxlib
+import numpy as np
 from jax import monitoring
+from jax.experimental import serialize_executable
+from jaxlib import lapack
 
 # tracing to a jaxpr, lowering to StableHLO, and XLA's compile (or the persistent cache's load)
 EVENTS = ("/jax/core/compile/jaxpr_trace_duration", "/jax/core/compile/jaxpr_to_mlir_module_duration",
@@ -17,12 +29,21 @@ _total = [0.0]
 ONCE = {"xla_cpu_use_fusion_emitters": False, "xla_backend_optimization_level": 0}
 
 
+_cache_hits = [0]  # programs JAX loaded from its persistent cache
+
+
 def _record(event: str, seconds: float, **_) -> None:
     if event in EVENTS:
         _total[0] += seconds
 
 
+def _count_hit(event: str, **_) -> None:
+    if event == "/jax/compilation_cache/cache_hits":
+        _cache_hits[0] += 1
+
+
 monitoring.register_event_duration_secs_listener(_record)
+monitoring.register_event_listener(_count_hit)
 
 
 @contextmanager
@@ -37,3 +58,117 @@ def timed():
         out["seconds"] = time.perf_counter() - start
         out["compile_s"] = _total[0] - compiled
         out["run_s"] = max(out["seconds"] - out["compile_s"], 0.0)
+
+
+# ---- Compiled programs kept on disk ------------------------------------------------------------------------
+# JAX's persistent cache keeps XLA's output but a fresh process still traces and lowers each program (about as
+# long as loading it). A `Program` also keeps the compiled executable itself, serialized, keyed by the
+# arguments' structure and shapes, the static arguments, the versions and the source of hlm_jax: a fresh process
+# with a filled cache only reads and loads it.
+def cache_dir() -> str | None:
+    """Where compiled programs are kept (beside JAX's cache), or None when HLM_JAX_NO_CACHE is set."""
+    if os.environ.get("HLM_JAX_NO_CACHE"):
+        return None
+    return os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "hlm_jax", "programs")
+
+
+@functools.cache
+def fingerprint() -> str:
+    """What a kept executable depends on besides its arguments: hlm_jax's source, JAX's version, XLA's flags
+    and the backend (its platform version names the machine's compiler target)."""
+    digest = hashlib.sha256()
+    package = os.path.dirname(os.path.abspath(__file__))
+    for folder, _, files in sorted(os.walk(package)):
+        for name in sorted(f for f in files if f.endswith(".py")):
+            digest.update(os.path.relpath(os.path.join(folder, name), package).encode())
+            with open(os.path.join(folder, name), "rb") as fh:
+                digest.update(fh.read())
+    backend = jax.devices()[0].client
+    for part in (jax.__version__, jaxlib.__version__, os.environ.get("XLA_FLAGS", ""), backend.platform,
+                 backend.platform_version, jax.devices()[0].device_kind, platform.machine()):
+        digest.update(part.encode())
+    return digest.hexdigest()
+
+
+@functools.cache
+def _prepare_lapack() -> None:
+    """Point JAX's CPU kernels at LAPACK, as lowering any LAPACK call does: a loaded executable needs it."""
+    if jax.default_backend() == "cpu":
+        lapack.prepare_lapack_call("potrf", np.dtype(float))
+
+
+def _signature(args, static: dict) -> str | None:
+    """The arguments' structure, shapes, dtypes and the static values as text; None when some part has no
+    stable text (an object printed with its address), so it cannot name a file."""
+    leaves, tree = jax.tree_util.tree_flatten(args)
+    avals = [(np.shape(x), str(x.dtype if hasattr(x, "dtype") else np.result_type(x)),
+              bool(getattr(x, "weak_type", False))) for x in leaves]
+    text = repr((str(tree), avals, sorted(static.items()), jax.config.jax_enable_x64))
+    return None if " at 0x" in text else text
+
+
+class Program:
+    """`jax.jit(fun)` whose executables are also kept on disk (see above); called as fun(*args, **static)
+    with the static arguments as keywords. `jit` is the jitted function, for JAX's ahead-of-time API."""
+
+    def __init__(self, fun, name: str, static_argnames=(), compiler_options: dict | None = None):
+        self.name = name
+        self.jit = jax.jit(fun, static_argnames=static_argnames, compiler_options=compiler_options)
+        self._loaded: dict = {}
+
+    def __call__(self, *args, **static):
+        key = _signature(args, static)
+        if key is None or jax.process_count() > 1:
+            return self.jit(*args, **static)
+        executable = self._loaded.get(key)
+        if executable is None:
+            executable = self._loaded[key] = self._load_or_compile(key, args, static)
+        return executable(*args)
+
+    def _file(self, key: str) -> str | None:
+        folder = cache_dir()
+        if folder is None:
+            return None
+        return os.path.join(folder, f"{self.name}-{fingerprint()[:16]}-{hashlib.sha256(key.encode()).hexdigest()[:24]}")
+
+    def _load_or_compile(self, key: str, args, static: dict):
+        """The executable from disk when it is there, else compiled now and written for the next process."""
+        path = self._file(key)
+        if path is not None and os.path.exists(path):
+            start = time.perf_counter()
+            try:
+                with open(path, "rb") as fh:
+                    executable = serialize_executable.deserialize_and_load(*pickle.load(fh))
+                _prepare_lapack()
+                return executable
+            except Exception:  # a damaged or foreign file: compile afresh and overwrite it
+                pass
+            finally:
+                _total[0] += time.perf_counter() - start
+        hits = _cache_hits[0]
+        executable = self.jit.lower(*args, **static).compile()
+        if path is not None and _cache_hits[0] == hits:  # one JAX loaded from its cache serializes incompletely
+            _write(path, executable)
+        return executable
+
+
+STALE_SECONDS = 86400  # files of another version of hlm_jax or JAX older than this are removed on a write
+
+
+def _write(path: str, executable) -> None:
+    """Serialize an executable to `path` (name-version-key) atomically and remove the same program's files of
+    other versions not written for a day; a program that cannot be serialized is not kept."""
+    folder, name = os.path.split(path)
+    try:
+        payload = pickle.dumps(serialize_executable.serialize(executable))
+        os.makedirs(folder, exist_ok=True)
+        program, version, _ = name.rsplit("-", 2)
+        for old in os.scandir(folder):
+            if (old.name.startswith(program + "-") and old.name.count("-") == name.count("-")
+                    and old.name.split("-")[-2] != version and time.time() - old.stat().st_mtime > STALE_SECONDS):
+                os.remove(old.path)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".", delete=False) as fh:
+            fh.write(payload)
+        os.replace(fh.name, path)
+    except (ValueError, NotImplementedError, OSError, pickle.PicklingError):
+        pass

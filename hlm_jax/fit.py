@@ -17,9 +17,10 @@ from . import fixed
 from .design import Design, DesignError, bucket_length, with_response
 from .likelihood import crossed, wide
 from .model.layout import theta_layout
-from .likelihood.lmm import Estimates, Stats, estimates, group_stats, objective
+from .likelihood.lmm import Estimates, Stats, estimates, objective
 from .optimize import NewtonState, minimize, minimize_then_polish
 from .checks import check_identifiable
+from .compile_time import Program
 from .scaling import Scales, design_scales, scale_design
 
 
@@ -28,9 +29,6 @@ class RawFit(NamedTuple):
 
     state: NewtonState
     est: Estimates
-
-
-_group_stats = jax.jit(group_stats, static_argnums=2)
 
 
 def ols_coefficients(X, y: np.ndarray) -> np.ndarray:
@@ -45,11 +43,8 @@ def design_stats(design: Design, y: np.ndarray | None = None) -> tuple[Stats, np
     info = design.info
     beta0 = ols_coefficients(info.X, info.y)
     n_slots = bucket_length(info.n_groups + 1)
-    if info.sparse:
-        parts = fixed.group_sums(info.X, info.Z, info.group_codes, info.y - info.X @ beta0, n_slots)
-    else:
-        parts = _group_stats(design.buckets, jnp.asarray(beta0), n_slots)
-    return Stats(*parts, structure=theta_layout(info.terms).factor(0)), beta0
+    parts = fixed.group_sums(info.X, info.Z, info.group_codes, info.y - info.X @ beta0, n_slots)
+    return Stats(*jax.device_put(parts), structure=theta_layout(info.terms).factor(0)), beta0
 
 
 # XLA's CPU fusion emitters make compile time dominate a single fit; the classic emitters compile the
@@ -57,11 +52,13 @@ def design_stats(design: Design, y: np.ndarray | None = None) -> tuple[Stats, np
 SINGLE_FIT_OPTIONS = {"xla_cpu_use_fusion_emitters": False}
 
 
-@partial(jax.jit, static_argnames=("max_iter",), compiler_options=SINGLE_FIT_OPTIONS)
-def fit_stats(stats: Stats, theta0: jax.Array, lower: jax.Array, reml: jax.Array, max_iter: int = 200) -> RawFit:
+def _fit_stats(stats: Stats, theta0: jax.Array, lower: jax.Array, reml: jax.Array, max_iter: int = 200) -> RawFit:
     """Minimise the profiled criterion over θ ≥ lower and evaluate the estimates at θ̂."""
     state = minimize(objective, theta0, lower, (stats, reml), max_iter=max_iter)
     return RawFit(state, estimates(state.x, stats, reml))
+
+
+fit_stats = Program(_fit_stats, "fit_stats", static_argnames=("max_iter",), compiler_options=SINGLE_FIT_OPTIONS)
 
 
 class ModelFit(NamedTuple):
@@ -260,7 +257,7 @@ def _fit_scaled(design: Design, layout, reml: bool, max_iter: int) -> tuple[Mode
     info = design.info
     flat = np.isin(layout.block, [k for k, f in enumerate(info.factors) if f.name in info.unidentified])
     start = np.where(flat, 0.0, layout.start())  # a variance the data cannot identify is reported as 0
-    args = (jnp.asarray(start), jnp.asarray(layout.lower), jnp.asarray(float(reml)))
+    args = jax.device_put((start, np.asarray(layout.lower, float), np.asarray(float(reml))))
     G = info.n_groups
     if info.sparse:
         return _fit_sparse(design, args, max_iter)

@@ -1,12 +1,14 @@
-"""Compile time reported apart from run time (issue 19), from JAX's own monitoring events."""
+"""Compile time reported apart from run time (issue 19), from JAX's own monitoring events; compiled programs
+kept on disk and loaded by a fresh process."""
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 import hlm_jax as hj
-from hlm_jax.compile_time import timed
+from hlm_jax.compile_time import Program, timed
 
 
 def test_a_new_program_counts_compile_time_and_a_cached_one_none():
@@ -27,3 +29,78 @@ def test_batched_results_report_compile_and_run_seconds():
     for timing in (boot.timing, again.timing):
         assert timing["compile_s"] + timing["run_s"] == pytest.approx(timing["seconds"])
     assert again.timing["compile_s"] == 0.0     # the same program, from memory
+
+
+SALT = float(np.random.default_rng().integers(1, 2 ** 40))   # a new program each session: JAX's cache lacks it
+
+
+def _program(name="test_program"):
+    """A small program with a LAPACK call (a loaded executable needs LAPACK set up) and a static argument."""
+    def solve(a, b, power: int):
+        return (jnp.linalg.solve(a @ a.T + jnp.eye(a.shape[0]), b) + SALT) ** power
+    return Program(solve, name, static_argnames=("power",))
+
+
+def _events_during(fn):
+    """JAX's compile events (names) while fn runs, and its result."""
+    seen = []
+    listener = lambda event, seconds, **_: seen.append(event)
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        with jax.enable_x64(True):
+            out = jax.block_until_ready(fn())
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+    return seen, out
+
+
+def test_a_program_kept_on_disk_is_loaded_without_tracing_and_gives_the_same_numbers(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.delenv("HLM_JAX_NO_CACHE", raising=False)
+    a = np.arange(12.0).reshape(4, 3) / 7
+    b = np.linspace(-1, 2, 4)
+    expected = (np.linalg.solve(a @ a.T + np.eye(4), b) + SALT) ** 3
+    events, first = _events_during(lambda: _program()(a, b, power=3))
+    assert "/jax/core/compile/jaxpr_trace_duration" in events
+    assert len(list((tmp_path / "hlm_jax" / "programs").glob("test_program-*"))) == 1
+    fresh = _program()   # as in a new process: nothing in memory
+    with timed() as t:
+        events, again = _events_during(lambda: fresh(a, b, power=3))
+    assert events == []   # no tracing, lowering or compiling
+    assert t["compile_s"] > 0   # the load is reported as compile time
+    np.testing.assert_allclose(first, expected, rtol=1e-12)
+    np.testing.assert_array_equal(again, first)
+    events, other = _events_during(lambda: fresh(a, b, power=2))   # another static value: another program
+    assert "/jax/core/compile/jaxpr_trace_duration" in events
+    np.testing.assert_allclose(other, expected ** (2 / 3), rtol=1e-12)
+
+
+def test_a_program_loaded_from_jaxs_own_cache_is_not_kept_again(tmp_path, monkeypatch):
+    """XLA re-serializes an executable that JAX loaded from its persistent cache without its kernels."""
+    if not jax.config.jax_compilation_cache_dir:
+        pytest.skip("JAX's persistent compilation cache is off")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.delenv("HLM_JAX_NO_CACHE", raising=False)
+    _events_during(lambda: _program("twice")(np.eye(2), np.ones(2), power=1))
+    for path in (tmp_path / "hlm_jax" / "programs").glob("twice-*"):
+        path.unlink()
+    _events_during(lambda: _program("twice")(np.eye(2), np.ones(2), power=1))
+    assert not list((tmp_path / "hlm_jax" / "programs").glob("twice-*"))
+
+
+def test_a_damaged_kept_program_is_compiled_again(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.delenv("HLM_JAX_NO_CACHE", raising=False)
+    a, b = np.eye(3), np.ones(3)
+    _events_during(lambda: _program("damaged")(a, b, power=1))
+    for path in (tmp_path / "hlm_jax" / "programs").glob("damaged-*"):
+        path.write_bytes(b"not a program")
+    assert _events_during(lambda: _program("damaged")(a, b, power=1))[1] == pytest.approx(np.full(3, 0.5 + SALT), rel=1e-12)
+
+
+def test_no_program_is_kept_with_hlm_jax_no_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setenv("HLM_JAX_NO_CACHE", "1")
+    out = _events_during(lambda: _program("uncached")(np.eye(2), np.ones(2), power=1))[1]
+    assert out == pytest.approx(np.full(2, 0.5 + SALT), rel=1e-12)
+    assert not (tmp_path / "hlm_jax").exists()
