@@ -11,6 +11,7 @@ import platform
 import tempfile
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import jax
 import jaxlib
@@ -107,49 +108,78 @@ def _signature(args, static: dict) -> str | None:
     return None if " at 0x" in text else text
 
 
-class Program:
-    """`jax.jit(fun)` whose executables are also kept on disk (see above); called as fun(*args, **static)
-    with the static arguments as keywords. `jit` is the jitted function, for JAX's ahead-of-time API."""
+@dataclass
+class _Entry:
+    """A program's executable for one signature in this process: compiled quickly or optimised, and its calls."""
 
-    def __init__(self, fun, name: str, static_argnames=(), compiler_options: dict | None = None):
-        self.name = name
-        self.jit = jax.jit(fun, static_argnames=static_argnames, compiler_options=compiler_options)
-        self._loaded: dict = {}
+    executable: object
+    quick: bool
+    calls: int = 0
+
+
+class Program:
+    """`jax.jit(fun)` whose executables are also kept on disk (see above); called as fun(*args, **static) with
+    the static arguments as keywords. With `quick_options`, a signature first compiles with those (XLA's fast
+    compile: a first fit waits for the compiler, not the run) and is compiled with `compiler_options` once it
+    has been called `UPGRADE_CALLS` times in a process (a loop: the run time counts); the disk keeps both.
+    `jit` is the jitted function, for JAX's ahead-of-time API."""
+
+    def __init__(self, fun, name: str, static_argnames=(), compiler_options: dict | None = None,
+                 quick_options: dict | None = None):
+        self.name, self.options, self.quick_options = name, compiler_options, quick_options
+        self.jit = jax.jit(fun, static_argnames=static_argnames)
+        self._plain = jax.jit(fun, static_argnames=static_argnames, compiler_options=compiler_options)
+        self._loaded: dict[str, _Entry] = {}
 
     def __call__(self, *args, **static):
         key = _signature(args, static)
         if key is None or jax.process_count() > 1:
-            return self.jit(*args, **static)
-        executable = self._loaded.get(key)
-        if executable is None:
-            executable = self._loaded[key] = self._load_or_compile(key, args, static)
-        return executable(*args)
+            return self._plain(*args, **static)
+        entry = self._loaded.get(key)
+        if entry is None:
+            quick = self.quick_options is not None and jax.default_backend() == "cpu"
+            entry = self._loaded[key] = self._load(key) or self._compile(key, args, static, quick)
+        entry.calls += 1
+        if entry.quick and entry.calls >= UPGRADE_CALLS:
+            entry = self._loaded[key] = self._compile(key, args, static, quick=False)
+        return entry.executable(*args)
 
-    def _file(self, key: str) -> str | None:
+    def _file(self, key: str, quick: bool) -> str | None:
         folder = cache_dir()
         if folder is None:
             return None
-        return os.path.join(folder, f"{self.name}-{fingerprint()[:16]}-{hashlib.sha256(key.encode()).hexdigest()[:24]}")
+        name = self.name + (".quick" if quick else "")
+        return os.path.join(folder, f"{name}-{fingerprint()[:16]}-{hashlib.sha256(key.encode()).hexdigest()[:24]}")
 
-    def _load_or_compile(self, key: str, args, static: dict):
-        """The executable from disk when it is there, else compiled now and written for the next process."""
-        path = self._file(key)
-        if path is not None and os.path.exists(path):
+    def _load(self, key: str) -> _Entry | None:
+        """The executable kept on disk, the optimised one first; None when neither is there (or readable)."""
+        for quick in (False, True) if self.quick_options is not None else (False,):
+            path = self._file(key, quick)
+            if path is None or not os.path.exists(path):
+                continue
             start = time.perf_counter()
             try:
                 with open(path, "rb") as fh:
                     executable = serialize_executable.deserialize_and_load(*pickle.load(fh))
                 _prepare_lapack()
-                return executable
-            except Exception:  # a damaged or foreign file: compile afresh and overwrite it
+                return _Entry(executable, quick)
+            except Exception:  # a damaged or foreign file: compiled afresh and overwritten
                 pass
             finally:
                 _total[0] += time.perf_counter() - start
+        return None
+
+    def _compile(self, key: str, args, static: dict, quick: bool) -> _Entry:
+        """Compile now (the trace and lowering are JAX's, cached in memory) and keep it for the next process."""
         hits = _cache_hits[0]
-        executable = self.jit.lower(*args, **static).compile()
+        executable = self.jit.lower(*args, **static).compile(self.quick_options if quick else self.options)
+        path = self._file(key, quick)
         if path is not None and _cache_hits[0] == hits:  # one JAX loaded from its cache serializes incompletely
             _write(path, executable)
-        return executable
+        return _Entry(executable, quick)
+
+
+UPGRADE_CALLS = 3
 
 
 STALE_SECONDS = 86400  # files of another version of hlm_jax or JAX older than this are removed on a write

@@ -20,7 +20,7 @@ from .model.layout import theta_layout
 from .likelihood.lmm import Estimates, Stats, estimates, objective
 from .optimize import NewtonState, minimize, minimize_then_polish
 from .checks import check_identifiable
-from .compile_time import Program
+from .compile_time import ONCE, Program
 from .scaling import Scales, design_scales, scale_design
 
 
@@ -58,7 +58,8 @@ def _fit_stats(stats: Stats, theta0: jax.Array, lower: jax.Array, reml: jax.Arra
     return RawFit(state, estimates(state.x, stats, reml))
 
 
-fit_stats = Program(_fit_stats, "fit_stats", static_argnames=("max_iter",), compiler_options=SINGLE_FIT_OPTIONS)
+fit_stats = Program(_fit_stats, "fit_stats", static_argnames=("max_iter",), compiler_options=SINGLE_FIT_OPTIONS,
+                    quick_options=ONCE)
 
 
 class ModelFit(NamedTuple):

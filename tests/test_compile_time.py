@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import hlm_jax as hj
-from hlm_jax.compile_time import Program, timed
+from hlm_jax.compile_time import ONCE, UPGRADE_CALLS, Program, timed
 
 
 def test_a_new_program_counts_compile_time_and_a_cached_one_none():
@@ -104,3 +104,21 @@ def test_no_program_is_kept_with_hlm_jax_no_cache(tmp_path, monkeypatch):
     out = _events_during(lambda: _program("uncached")(np.eye(2), np.ones(2), power=1))[1]
     assert out == pytest.approx(np.full(2, 0.5 + SALT), rel=1e-12)
     assert not (tmp_path / "hlm_jax").exists()
+
+
+def test_a_quick_compile_serves_the_first_calls_and_the_optimised_one_the_rest(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.delenv("HLM_JAX_NO_CACHE", raising=False)
+    program = _program("tiers")
+    program.quick_options = ONCE
+    a, b = np.eye(5) * 2, np.arange(5.0)   # shapes no other test compiles (JAX's cache would serve them)
+    outs = [_events_during(lambda: program(a, b, power=1)) for _ in range(UPGRADE_CALLS + 1)]
+    compiles = [events.count("/jax/core/compile/backend_compile_duration") for events, _ in outs]
+    assert compiles == [1] + [0] * (UPGRADE_CALLS - 2) + [1, 0]   # quick, then optimised on the last quick call
+    for _, out in outs:
+        np.testing.assert_allclose(out, b / 5 + SALT, rtol=1e-12)
+    kept = sorted(p.name.split("-")[0] for p in (tmp_path / "hlm_jax" / "programs").iterdir())
+    assert kept == ["tiers", "tiers.quick"]
+    fresh = _program("tiers")
+    fresh.quick_options = ONCE
+    assert _events_during(lambda: fresh(a, b, power=1))[0] == []   # a new process loads the optimised one
