@@ -24,8 +24,6 @@ for an sd estimated at 0).
 """
 from __future__ import annotations
 
-from functools import partial
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -34,7 +32,7 @@ from scipy import optimize as spo
 from scipy import stats as sps
 
 from ..batch import bootstrap
-from ..compile_time import ONCE
+from ..compile_time import ONCE, Program
 from ..design import NotYetSupportedError
 from ..messages import warn
 from ..optimize import minimize
@@ -42,9 +40,10 @@ from ..precision import float64
 from ..progress import bar as progress_bar
 from ..results import fit_design
 from ._likelihood import estimates_at, model_stats, n_and_p
-from .ddf import positive_part_inverse, satterthwaite_derivatives, unprofiled_deviance
+from .ddf import unprofiled_deviance
 
 BOUNDARY_COR = 1.0 - 1e-6  # a correlation searched no closer to ±1 (ζ is flat there anyway)
+COR_STEP, LOG_SD_STEP = 0.1, 0.3  # first steps out from the estimate: a correlation, a log sd or log σ
 
 
 def _z_quantile(level: float) -> float:
@@ -116,8 +115,7 @@ def _variance_objective(x, kind, value, E_k, E_l, stats):
     return unprofiled_deviance(varpar, stats, jnp.zeros(())) + penalty
 
 
-@partial(jax.jit, compiler_options=ONCE)
-def _minimise_variance(x0, lower, kind, value, E_k, E_l, stats):
+def _minimise_variance_starts(x0, lower, kind, value, E_k, E_l, stats):
     """Minimise over x = (θ, log σ) ≥ lower from each start (rows of x0) at once."""
 
     def one(start):
@@ -125,6 +123,9 @@ def _minimise_variance(x0, lower, kind, value, E_k, E_l, stats):
         return state.x, state.f
 
     return jax.vmap(one)(x0)
+
+
+_minimise_variance = Program(_minimise_variance_starts, "profile_variance", compiler_options=ONCE)
 
 
 def fixed_profile_objective(theta, j, delta, stats):
@@ -138,10 +139,13 @@ def fixed_profile_objective(theta, j, delta, stats):
     return logdet + n * (1.0 + jnp.log(2.0 * jnp.pi * r2 / n))
 
 
-@partial(jax.jit, compiler_options=ONCE)
-def _minimise_fixed(theta0, lower, j, delta, stats):
+def _minimise_fixed_at(theta0, lower, j, delta, stats):
+    """Minimise the deviance over θ ≥ lower with β_j held at β₀_j + delta."""
     state = minimize(fixed_profile_objective, theta0, lower, (j, delta, stats), max_iter=100)
     return state.x, state.f
+
+
+_minimise_fixed = Program(_minimise_fixed_at, "profile_fixed", compiler_options=ONCE)
 
 
 # ---- profiles ------------------------------------------------------------------------------------
@@ -164,11 +168,10 @@ class _Profiler:
         for t, q in enumerate(self.sizes):
             self.params += [(SD if i == j else COR, t, i, j) for i, j in _lower_tri(q)]
         self.params.append((SIGMA, -1, 0, 0))
-        self.lower_theta = jnp.asarray(ml.layout.lower)
+        self.lower_theta = np.asarray(ml.layout.lower, float)
         self.min_dev = self.base
         self.x_hat = np.append(self.theta, np.log(ml.sigma))
-        self.lower_x = jnp.asarray(np.append(ml.layout.lower, -np.inf))  # diagonal of Λ ≥ 0, as in the fit
-        self._A = None
+        self.lower_x = np.append(ml.layout.lower, -np.inf)  # diagonal of Λ ≥ 0, as in the fit
 
     def row_picker(self, term: int, row: int) -> np.ndarray:
         """E (K × q_max): λ_row of `term` = Eᵀθ."""
@@ -220,24 +223,22 @@ class _Profiler:
     def variance_zeta_fn(self, k: int):
         """ζ as a function of the natural value (sd, correlation or sigma) of variance parameter k."""
         kind, term, i, j = self.params[k]
-        E_k, E_l = jnp.asarray(self.row_picker(term, i)), jnp.asarray(self.row_picker(term, j))
+        E_k, E_l = self.row_picker(term, i), self.row_picker(term, j)
         x_hat = self.natural(k, np.append(self.theta, self.ml.sigma))
         # the row whose direction held_varpar normalises keeps a positive diagonal (the direction of a
         # zero row is undefined); 1e-8 relative to σ is far below anything a deviance can resolve
-        lower = np.asarray(self.lower_x).copy()
+        lower = self.lower_x.copy()
         if kind != SIGMA:
             row = j if kind == COR else i
             diagonal = self.offsets[term] + _lower_tri(self.sizes[term]).index((row, row))
             lower[diagonal] = 1e-8
-        lower = jnp.asarray(lower)
         start = {"x": self.x_hat.copy()}
 
         def zeta(x, x_ref=x_hat):
             starts = self.starts(start["x"])
             if kind == SIGMA:
                 starts[:, -1] = 0.0  # log σ is a dummy then (see held_varpar)
-            xs, fs = _minimise_variance(jnp.asarray(starts), lower, jnp.asarray(kind), jnp.asarray(float(x)),
-                                        E_k, E_l, self.stats)
+            xs, fs = _minimise_variance(starts, lower, np.asarray(kind), np.asarray(float(x)), E_k, E_l, self.stats)
             fs = np.where(np.isfinite(np.asarray(fs)), np.asarray(fs), np.inf)
             best = int(np.argmin(fs))
             if np.isfinite(fs[best]):
@@ -248,28 +249,13 @@ class _Profiler:
 
         return zeta, x_hat
 
-    def natural_se(self, k: int) -> float:
-        """Approximate se of parameter k (delta method on A = 2H⁻¹ of varpar), for the first step."""
-        if self._A is None:
-            varpar = jnp.asarray(np.append(self.theta, self.ml.sigma))
-            H, _ = satterthwaite_derivatives(varpar, self.stats, jnp.zeros(()))
-            self._A = 2.0 * positive_part_inverse(np.asarray(H))
-        varpar = np.append(self.theta, self.ml.sigma)
-        h = 1e-6 * np.maximum(np.abs(varpar), 1e-3)
-        grad = np.array([(self.natural(k, varpar + h[m] * np.eye(len(varpar))[m])
-                          - self.natural(k, varpar - h[m] * np.eye(len(varpar))[m])) / (2 * h[m])
-                         for m in range(len(varpar))])
-        var = float(grad @ self._A @ grad)
-        return np.sqrt(var) if np.isfinite(var) and var > 0 else np.nan
-
     def fixed_zeta_fn(self, j: int):
         beta_hat = float(self.ml.fixef.iloc[j])
         start = {"theta": np.asarray(self.ml.theta, float)}
 
         def zeta(b, b_hat=beta_hat):
             delta = b - self.beta0[j]
-            theta, f = _minimise_fixed(jnp.asarray(start["theta"]), self.lower_theta, j, jnp.asarray(delta),
-                                       self.stats)
+            theta, f = _minimise_fixed(start["theta"], self.lower_theta, np.asarray(j), np.asarray(delta), self.stats)
             theta, f = np.asarray(theta), float(f)
             if np.all(np.isfinite(theta)):
                 start["theta"] = theta
@@ -334,14 +320,13 @@ def profile_intervals(model, level: float = 0.95, which: list[str] | None = None
             continue
         kind = prof.params[k][0]
         zeta, x_hat = prof.variance_zeta_fn(k)
-        se = prof.natural_se(k)
+        # first steps: ζ is close to linear on these scales and _end_point extrapolates it from there
         if kind == COR:  # searched on the correlation itself, which may sit at ±1
-            step = float(np.clip(target * se, 1e-3, 0.5)) if np.isfinite(se) else 0.1
-            to_natural, c_hat, limits, bounds = float, x_hat, (-BOUNDARY_COR, BOUNDARY_COR), (-1.0, 1.0)
+            step, to_natural, c_hat, limits, bounds = COR_STEP, float, x_hat, (-BOUNDARY_COR, BOUNDARY_COR), (-1.0, 1.0)
         elif x_hat <= 1e-6 * ml.sigma:  # an sd estimated at 0: search upwards on the sd itself
             to_natural, c_hat, step, limits, bounds = float, 0.0, 0.25 * ml.sigma, (None, None), (0.0, np.inf)
         else:  # sds and sigma: on the log scale
-            step = float(np.clip(target * se / x_hat, 0.01, 1.0)) if np.isfinite(se) else 0.3
+            step = LOG_SD_STEP
             to_natural, c_hat, limits, bounds = (lambda c: float(np.exp(c))), float(np.log(x_hat)), \
                 (np.log(x_hat) - 40.0, np.log(x_hat) + 40.0), (0.0, np.inf)
         at_lower = (kind == SD and x_hat <= 1e-6 * ml.sigma) or (kind == COR and x_hat <= -BOUNDARY_COR)
