@@ -133,7 +133,7 @@ class Program:
 
     def __call__(self, *args, **static):
         key = _signature(args, static)
-        if key is None or jax.process_count() > 1:
+        if key is None or jax.device_count() > 1:  # sharded over several devices: JAX's own caches only
             return self._plain(*args, **static)
         entry = self._loaded.get(key)
         if entry is None:

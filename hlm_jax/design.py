@@ -348,6 +348,8 @@ def _unidentified_factors(X, factors: tuple[FactorBlock, ...]) -> tuple[str, ...
     criterion is flat in their variance, which is reported as 0 (with a warning naming the term)."""
     out = []
     for f in factors:
+        if _more_levels_than_columns(f, X.shape[1]):
+            continue
         if f.n_levels * f.q <= fixed.SPAN_CHECK_COLUMNS and fixed.in_fixed_span(X, f.Z, f.codes, f.n_levels):
             warn(
                 f"the variance of the random effects on {f.name!r} is not identified: every column of their Z "
@@ -356,6 +358,12 @@ def _unidentified_factors(X, factors: tuple[FactorBlock, ...]) -> tuple[str, ...
                 "the fixed effects and sigma are the same as at any other value")
             out.append(f.name)
     return tuple(out)
+
+
+def _more_levels_than_columns(f: FactorBlock, p: int) -> bool:
+    """Whether more than p levels have a nonzero row in Z: their columns have disjoint rows, so they are
+    linearly independent and cannot all lie in the span of p fixed-effect columns (no check needed)."""
+    return np.unique(f.codes[np.any(f.Z != 0, axis=1)]).size > p
 
 
 def _warn_if_labels_look_nested(factors: tuple[FactorBlock, ...], frame: pd.DataFrame) -> None:

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
-from ..compile_time import ONCE, timed
+from ..compile_time import ONCE, Program, timed
 from ..distributed import gather
 from ..fit import SINGLE_FIT_OPTIONS
 from .devices import chunk_indices, chunk_size, mesh, on_cpu, progress_bar, slot_width
@@ -22,10 +22,10 @@ LATENCY = ONCE
 LATENCY_MAX_CHUNK = 2048
 
 
-def _jitted(fn) -> dict:
-    """fn compiled for throughput and for latency."""
-    return {False: jax.jit(fn, static_argnames=("width",), compiler_options=THROUGHPUT),
-            True: jax.jit(fn, static_argnames=("width",), compiler_options=LATENCY)}
+def _jitted(fn, name: str) -> dict:
+    """fn compiled for throughput and for latency, each kept on disk (`compile_time.Program`)."""
+    return {False: Program(fn, name, static_argnames=("width",), compiler_options=THROUGHPUT),
+            True: Program(fn, name + ".latency", static_argnames=("width",), compiler_options=LATENCY)}
 
 
 def for_latency(per_dev: int) -> bool:
@@ -53,7 +53,7 @@ def _simulated_chunk(simulator: Simulator, targets: tuple, key, idx, n_total, ma
                          check_vma=False)(simulator, targets, key, idx, n_total, max_iter)
 
 
-simulated_chunk = _jitted(_simulated_chunk)
+simulated_chunk = _jitted(_simulated_chunk, "simulated_chunk")
 
 
 def bytes_per_problem(G: int, q: int, p: int, batched_design: bool = False) -> int:
@@ -106,7 +106,7 @@ def _given_chunk(target: Target, data, valid, max_iter, width: int):
                          check_vma=False)(target, data, valid, max_iter)
 
 
-given_chunk = _jitted(_given_chunk)
+given_chunk = _jitted(_given_chunk, "given_chunk")
 
 
 def run_given(target: Target, data, n: int, chunk, progress, max_iter, desc, dims):
