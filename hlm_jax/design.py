@@ -206,7 +206,7 @@ def build_design(formula: str, data: pd.DataFrame, sparse: bool | None = None) -
     unidentified = _unidentified_factors(part.X, factors)
     first = factors[0]
     wide = uses_sparse_path(*part.X.shape) if sparse is None else sparse
-    X = part.X.tocsr() if wide else part.X.toarray()
+    X = sp.csr_matrix(part.X) if wide else (part.X.toarray() if sp.issparse(part.X) else part.X)
     buckets = () if wide else _pad_into_buckets(X, first.Z, y, first.codes, first.n_levels)
     info = DesignInfo(formula, parsed, parsed.response, part.names, part.dropped, terms, factors,
                       X, y, frame.index, n_dropped, part.spec, part.terms, part.assign, unidentified)
@@ -240,7 +240,7 @@ def _response(parsed: ParsedFormula, frame: pd.DataFrame) -> np.ndarray:
     return y
 
 
-def _model_matrix(terms, frame: pd.DataFrame, what: str, sparse: bool = False):
+def _model_matrix(terms, frame: pd.DataFrame, what: str, sparse=False):
     """The model matrix of `terms` (a `formula.Terms`), its R column names and its `MatrixSpec`."""
     try:
         X, spec = model_matrix(terms, frame, sparse)
@@ -251,8 +251,9 @@ def _model_matrix(terms, frame: pd.DataFrame, what: str, sparse: bool = False):
 
 @dataclass(frozen=True)
 class FixedPart:
-    """The fixed-effects matrix with aliased columns dropped: X (n × p, sparse CSC), R's names, the dropped
-    names, R's term labels (`(Intercept)` first when present) and each kept column's term index (`assign`)."""
+    """The fixed-effects matrix with aliased columns dropped: X (n × p; sparse CSC when wide, see
+    `uses_sparse_path`), R's names, the dropped names, R's term labels (`(Intercept)` first when present)
+    and each kept column's term index (`assign`)."""
 
     X: object
     names: tuple[str, ...]
@@ -264,7 +265,7 @@ class FixedPart:
 
 def fixed_part(parsed: ParsedFormula, frame: pd.DataFrame) -> FixedPart:
     """X with aliased columns dropped (counted and named in a warning), as lme4 and lm do (see `fixed`)."""
-    X, names, spec = _model_matrix(parsed.fixed_terms, frame, "fixed-effects", sparse=True)
+    X, names, spec = _model_matrix(parsed.fixed_terms, frame, "fixed-effects", sparse=uses_sparse_path)
     labels = list(spec.term_columns)
     assign = np.zeros(len(names), dtype=np.int64)
     for k, cols in enumerate(spec.term_columns.values()):
@@ -398,19 +399,22 @@ def padded_length(n: int) -> int:
 def _pad_into_buckets(X, Z, y, codes, n_groups) -> tuple[GroupBucket, ...]:
     """Rows sorted by group, groups padded to `padded_length` rows, one bucket per length."""
     sizes = np.bincount(codes, minlength=n_groups)
-    lengths = np.array([padded_length(s) for s in sizes])
+    distinct, which = np.unique(sizes, return_inverse=True)
+    lengths = np.array([padded_length(s) for s in distinct], dtype=np.int64)[which]
     order = np.argsort(codes, kind="stable")
-    starts = np.concatenate([[0], np.cumsum(sizes)])
+    sorted_codes = codes[order]
+    within = np.arange(len(order)) - np.concatenate([[0], np.cumsum(sizes)])[sorted_codes]  # row's place in group
     buckets = []
     for length in np.unique(lengths):
         groups = np.flatnonzero(lengths == length)
         n_slots = padded_length(len(groups))
+        slot_of = np.zeros(n_groups, dtype=np.int64)
+        slot_of[groups] = np.arange(len(groups))
+        mine = lengths[sorted_codes] == length
         idx = np.zeros((n_slots, length), dtype=np.int64)
         mask = np.zeros((n_slots, length))
-        for slot, g in enumerate(groups):
-            rows = order[starts[g]:starts[g + 1]]
-            idx[slot, :len(rows)] = rows
-            mask[slot, :len(rows)] = 1.0
+        idx[slot_of[sorted_codes[mine]], within[mine]] = order[mine]
+        mask[slot_of[sorted_codes[mine]], within[mine]] = 1.0
         group = np.full(n_slots, n_groups, dtype=np.int32)  # padding slots → dummy group
         group[:len(groups)] = groups
         buckets.append(GroupBucket(X[idx] * mask[..., None], Z[idx] * mask[..., None], y[idx] * mask,

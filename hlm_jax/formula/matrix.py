@@ -46,12 +46,15 @@ class MatrixSpec:
 
 
 @bounded
-def model_matrix(terms: Terms, frame: pd.DataFrame, sparse: bool = False) -> tuple[np.ndarray, MatrixSpec]:
-    """The model matrix of `terms` on `frame` (a scipy CSC matrix if `sparse`) and the spec that rebuilds
-    it (dense) on new data."""
+def model_matrix(terms: Terms, frame: pd.DataFrame, sparse=False) -> tuple[np.ndarray, MatrixSpec]:
+    """The model matrix of `terms` on `frame` (a scipy CSC matrix if `sparse`, or if `sparse(n, p)` is true
+    for its n rows and p columns when it is a function) and the spec that rebuilds it (dense) on new data."""
     states: dict = {}
     blocks = {a: evaluate(a, frame, states) for a in terms.atoms}
     full = _coding(terms, {a: b.factor for a, b in blocks.items()})
+    if callable(sparse):
+        sparse = sparse(len(frame), int(terms.intercept) + sum(
+            int(np.prod([blocks[a].width(f) for a, f in zip(term, coding)])) for term, coding in zip(terms.terms, full)))
     X, names, term_columns = _columns(terms, full, frame, states, blocks, sparse)
     check_finite(X, names, frame.index)
     return X, MatrixSpec(terms, full, names, term_columns, states)

@@ -28,6 +28,10 @@ class Block:
     suffixes: tuple[str, ...]
     factor: bool
 
+    def width(self, full: bool) -> int:
+        """How many columns `columns(full)` gives."""
+        return len(self.suffixes) - (1 if self.factor and not full else 0)
+
     def columns(self, full: bool, sparse: bool = False) -> tuple[np.ndarray, tuple[str, ...]]:
         """Columns and names: numeric as is; a factor by treatment contrasts, or all indicators if `full`
         (`sparse`: a scipy CSC matrix, so a factor with thousands of levels costs one entry per row)."""
