@@ -239,6 +239,11 @@ class GlmerModel(LmerModel):
         return fit_glmm(gd, self.nAGQ)
 
 
+def _stat_text(v) -> str:
+    """A fit statistic as lme4 prints it: counts (df.resid) as integers, the others to one decimal."""
+    return str(v) if isinstance(v, (int, np.integer)) else f"{v:.1f}"
+
+
 def format_glmm_summary(m: GlmerModel) -> str:
     """The fit as lme4's print(summary(glmer(...))) lays it out."""
     how = "Laplace Approximation" if m.nAGQ == 1 else f"Adaptive Gauss-Hermite Quadrature, nAGQ = {m.nAGQ}"
@@ -246,7 +251,7 @@ def format_glmm_summary(m: GlmerModel) -> str:
     parts = [f"Generalized linear mixed model fit by maximum likelihood ({how}) (hlm_jax)\n"
              f" Family: {m.family}\nFormula: {m.gd.formula}"
              + (f"\n({m.info.n_dropped_missing} observations deleted due to missingness)" if m.info.n_dropped_missing
-                else "") + "\n\n" + table([[k for k, _ in stats], [f"{v:.1f}" for _, v in stats]], ["r"] * 5)]
+                else "") + "\n\n" + table([[k for k, _ in stats], [_stat_text(v) for _, v in stats]], ["r"] * 5)]
     r = m.residuals("pearson").to_numpy()
     parts.append("Scaled residuals:\n" + table([["Min", "1Q", "Median", "3Q", "Max"],
                                                 [f"{q:.4f}" for q in np.quantile(r, [0, .25, .5, .75, 1])]], ["r"] * 5))

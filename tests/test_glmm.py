@@ -55,6 +55,9 @@ def test_results_api_consistent():
     assert tidy["p_value"].iloc[0] < 1e-6
     text = m.summary()
     assert "Family: binomial  ( logit )" in text and "z value" in text and "Residual" not in text
+    stats = text.split("df.resid")[1].split()[:5]     # lme4: 194.1 204.2 -92.0 184.1 51
+    assert stats == [f"{m.aic:.1f}", f"{m.bic:.1f}", f"{m.loglik:.1f}", f"{m.objective:.1f}", str(m.nobs - 5)]
+    assert stats[0] == f"{load_reference('cbpp_laplace')['AIC']:.1f}" and stats[4] == "51"
     assert list(m.varcorr["grp"]) == ["herd"]
     assert list(m.tidy("ran_pars")["group"]) == ["herd"]           # no residual sd for a binomial GLMM
     assert m.tidy("ran_vals")["std_error"].to_numpy() == pytest.approx(m.ranef["herd"].iloc[:, 1].loc[

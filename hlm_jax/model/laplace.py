@@ -208,12 +208,13 @@ def _row_h(model: RowModel, u, params, lams, rows, rr: RandomRows):
 
 
 class Blocked(NamedTuple):
-    """H = [[D, B], [Bᵀ, A₂₂]] with D (G1, q₁, q₁) block diagonal, factored: L_D, D⁻¹B and the Schur
-    complement's factor L_S (S = A₂₂ − BᵀD⁻¹B)."""
+    """H = [[D, B], [Bᵀ, A₂₂]] with D (G1, q₁, q₁) block diagonal, factored: L_D, D⁻¹B, the Schur
+    complement S = A₂₂ − BᵀD⁻¹B and its factor L_S (computed without derivatives: see `schur_solve`)."""
 
     LD: jax.Array
     DinvB: jax.Array
     B: jax.Array
+    S: jax.Array
     LS: jax.Array
 
 
@@ -223,7 +224,8 @@ def _blocked_system(rr: RandomRows, a1, a2, c) -> Blocked:
     D = jnp.eye(q1) + jnp.zeros((rr.G1, q1, q1)).at[rr.code1].add(c[:, None, None] * a1[:, :, None] * a1[:, None, :])
     LD = linalg.cholesky(D)
     if not rr.Q2:
-        return Blocked(LD, jnp.zeros((rr.G1, q1, 0)), jnp.zeros((rr.G1, q1, 0)), jnp.zeros((0, 0)))
+        empty = jnp.zeros((0, 0))
+        return Blocked(LD, jnp.zeros((rr.G1, q1, 0)), jnp.zeros((rr.G1, q1, 0)), empty, empty)
     ca1 = c[:, None] * a1
     B = jnp.zeros((rr.G1, q1, rr.Q2)).at[rr.code1[:, None, None], jnp.arange(q1)[None, :, None],
                                           rr.idx2[:, None, :]].add(ca1[:, :, None] * a2[:, None, :])
@@ -232,7 +234,27 @@ def _blocked_system(rr: RandomRows, a1, a2, c) -> Blocked:
         (c[:, None, None] * a2[:, :, None] * a2[:, None, :]).reshape(-1)).reshape(rr.Q2, rr.Q2)
     DinvB = linalg.solve_upper_t(LD, linalg.solve_lower(LD, B))
     S = A22 - jnp.einsum("gqi,gqj->ij", B, DinvB)
-    return Blocked(LD, DinvB, B, jnp.linalg.cholesky(S))
+    return Blocked(LD, DinvB, B, S, jnp.linalg.cholesky(jax.lax.stop_gradient(S)))
+
+
+def schur_solve(H: Blocked, r):
+    """S⁻¹ r (r: (Q₂,) or (Q₂, m)) through the factor L_S, differentiated as a linear solve (dx = −S⁻¹ dS x:
+    matrix products), never through the Cholesky factorisation, whose derivative rules are slow."""
+    return jax.lax.custom_linear_solve(lambda v: H.S @ v, r, lambda _, b: jax.scipy.linalg.cho_solve((H.LS, True), b),
+                                       symmetric=True)
+
+
+@jax.custom_jvp
+def _schur_logdet(S, LS):
+    return 2.0 * linalg.log_diag_sum(LS)
+
+
+@_schur_logdet.defjvp
+def _schur_logdet_jvp(primals, tangents):
+    """d log|S| = tr(S⁻¹ dS), with S⁻¹ from `schur_solve` (so second derivatives are products too)."""
+    S, LS = primals
+    H = Blocked(None, None, None, S, LS)
+    return _schur_logdet(S, LS), jnp.sum(schur_solve(H, jnp.eye(S.shape[0], dtype=S.dtype)) * tangents[0])
 
 
 def _blocked_solve(H: Blocked, r1, r2):
@@ -240,13 +262,13 @@ def _blocked_solve(H: Blocked, r1, r2):
     y1 = linalg.solve_upper_t(H.LD, linalg.solve_lower(H.LD, r1[..., None]))[..., 0]
     if not r2.shape[0]:
         return y1, r2
-    rhs = r2 - jnp.einsum("gqi,gq->i", H.B, y1)
-    x2 = jax.scipy.linalg.cho_solve((H.LS, True), rhs)
+    x2 = schur_solve(H, r2 - jnp.einsum("gqi,gq->i", H.B, y1))
     return y1 - jnp.einsum("gqi,i->gq", H.DinvB, x2), x2
 
 
 def _blocked_logdet(H: Blocked):
-    return 2.0 * jnp.sum(linalg.log_diag_sum(H.LD)) + 2.0 * linalg.log_diag_sum(H.LS)
+    schur = _schur_logdet(H.S, H.LS) if H.S.shape[0] else 0.0
+    return 2.0 * jnp.sum(linalg.log_diag_sum(H.LD)) + schur
 
 
 def _row_gradient(model, u, params, lams, rows, rr):
@@ -342,6 +364,6 @@ def conditional_covariances(H: Blocked):
     Dinv = linalg.solve_upper_t(H.LD, linalg.solve_lower(H.LD, jnp.broadcast_to(jnp.eye(q1), H.LD.shape)))
     if not H.LS.shape[0]:
         return Dinv, jnp.zeros((0, 0))
-    Sinv = jax.scipy.linalg.cho_solve((H.LS, True), jnp.eye(H.LS.shape[0]))
+    Sinv = schur_solve(H, jnp.eye(H.LS.shape[0]))
     first = Dinv + jnp.einsum("gqi,ij,grj->gqr", H.DinvB, Sinv, H.DinvB)
     return first, Sinv
