@@ -204,39 +204,34 @@ def wide_stats(design: Design, first: Stats, beta0: np.ndarray) -> wide.WideStat
     np.add.at(cross_val, (entry_of, K.row % q1), K.data)
     row, group = entry_keys % k, entry_keys // k
     a, b = _pairs_within_groups(group)
+    border = np.argsort(row[a] >= Q2, kind="stable")  # pairs touching the other factors' rows first
+    a, b = a[border], b[border]
     layout = theta_layout(info.terms)
-    return wide.WideStats(first, fixed.gram(R), row[a].astype(np.int32), row[b].astype(np.int32),
+    return wide.WideStats(first, fixed.gram(R), row.astype(np.int32), group.astype(np.int32), cross_val,
+                          row[a].astype(np.int32), row[b].astype(np.int32),
                           group[a].astype(np.int32), cross_val[a][:, :, None] * cross_val[b][:, None, :], float(n),
                           p=info.p, Q2=Q2, blocks=tuple((int(offsets[j - 1]), f.n_levels, f.q, layout.factor(j))
-                                                        for j, f in enumerate(others, start=1)))
+                                                        for j, f in enumerate(others, start=1)),
+                          n_border=int(np.count_nonzero(row[a] < Q2)))
 
 
-@partial(jax.jit, static_argnames=("max_iter", "several"), compiler_options=SINGLE_FIT_OPTIONS)
-def fit_wide(stats: wide.WideStats, theta0: jax.Array, lower: jax.Array, reml: jax.Array, max_iter: int = 200,
-             several: bool = False):
-    """θ̂ of the wide path: Newton for one grouping factor, BFGS then Newton for several (as `fit_crossed`)."""
-    solver = minimize_then_polish if several else minimize
-    return solver(wide.objective, theta0, lower, (stats, reml), max_iter=max_iter)
-
-
-_estimates = jax.jit(estimates)
-_crossed_estimates = jax.jit(crossed.estimates)
+@partial(jax.jit, static_argnames=("max_iter",), compiler_options=SINGLE_FIT_OPTIONS)
+def fit_wide(stats: wide.WideStats, theta0: jax.Array, lower: jax.Array, reml: jax.Array, max_iter: int = 200):
+    """θ̂ of the wide path (Newton with the exact derivatives of `wide.gradient_and_hessian`, by trace
+    identities) and the estimates at θ̂ (`wide.estimates`)."""
+    state = minimize(wide.objective, theta0, lower, (stats, reml), max_iter=max_iter, derivs=wide.gradient_and_hessian)
+    return state, wide.estimates(state.x, stats, reml)
 
 
 def _fit_sparse(design: Design, args, max_iter: int) -> tuple[ModelFit, np.ndarray]:
-    """The wide path: θ̂ from `likelihood.wide`, then the estimates once at θ̂ from the dense statistics."""
+    """The wide path: θ̂ and the estimates from `likelihood.wide`."""
     info = design.info
     G = info.n_groups
-    several = len(info.factors) > 1
-    stats, beta0 = crossed_stats(design) if several else design_stats(design)
-    state = jax.tree_util.tree_map(np.asarray, fit_wide(wide_stats(design, stats.first if several else stats, beta0),
-                                                        *args, max_iter=max_iter, several=several))
-    if not several:
-        est = jax.tree_util.tree_map(np.asarray, _estimates(jnp.asarray(state.x), stats, args[2]))
-        return ModelFit(state, est, (est.b[:G],), (est.b_cov[:G],)), beta0
-    est, b2, b2_covs = jax.tree_util.tree_map(np.asarray, _crossed_estimates(jnp.asarray(state.x), stats, args[2]))
+    stats, beta0 = design_stats(design)
+    w = wide_stats(design, stats, beta0)
+    state, (est, b2, b2_covs) = jax.tree_util.tree_map(np.asarray, fit_wide(w, *args, max_iter=max_iter))
     modes, covs = [est.b[:G]], [est.b_cov[:G]]
-    for (offset, levels, q, *_), cov in zip(stats.blocks, b2_covs):
+    for (offset, levels, q, *_), cov in zip(w.blocks, b2_covs):
         modes.append(b2[offset:offset + levels * q].reshape(levels, q))
         covs.append(cov)
     return ModelFit(state, est, tuple(modes), tuple(covs)), beta0

@@ -156,7 +156,8 @@ def newton_step(fun: Callable, state: NewtonState, lower, args, gtol: float, max
     trials, convex, decrement = _trial_points(x, g, H, lower, max_step, tol)
     small = (grad_norm <= tol) & convex
     pick = _best_of_all if search == "all" else _first_decrease
-    x_try, f_try = pick(fun, trials, state.f, args)
+    # at a verified point no trial is needed: "first" then stops after one (any finite value beats f = inf)
+    x_try, f_try = pick(fun, trials, jnp.where(small, jnp.inf, state.f), args)
     improved = (f_try < state.f) & ~small
     # flat to rounding (as in `batch_newton_steps`): when no trial decreases f, the full Newton step with no
     # negative curvature is still taken if it does not raise f beyond rounding, and the run stops there

@@ -109,6 +109,53 @@ def test_wide_criterion_equals_the_dense_one(formula):
             np.testing.assert_allclose(np.asarray(gb), np.asarray(ga), rtol=1e-8, atol=1e-8)
 
 
+WIDE_FORMULAS = ["y ~ x + d + (1 + x | g)", "y ~ x + d + (1 | g) + (x | h)"]
+
+
+def _wide_and_dense(formula):
+    """A small wide design's wide statistics, its dense ones and the dense criterion's module."""
+    design = build_design(formula, _small_wide_data(seed=4, n=300), sparse=True)
+    several = len(design.info.factors) > 1
+    stats, beta0 = crossed_stats(design) if several else design_stats(design)
+    return design, wide_stats(design, stats.first if several else stats, beta0), stats, crossed if several else lmm
+
+
+@pytest.mark.parametrize("formula", WIDE_FORMULAS)
+def test_trace_identity_derivatives_equal_autodiff_of_the_dense_criterion(formula):
+    with warnings.catch_warnings(), jax.enable_x64(True):
+        warnings.simplefilter("ignore", UserWarning)
+        design, w, stats, dense = _wide_and_dense(formula)
+        layout = theta_layout(design.info.terms)
+        derivs = jax.jit(lambda t, r: wide.gradient_and_hessian(None, t, (w, r)))
+        grad_and_hessian = jax.jit(lambda t, r: (jax.grad(dense.objective)(t, stats, r),
+                                                 jax.hessian(dense.objective)(t, stats, r)))
+        for theta, reml in ((layout.start() * 1.3 + 0.1, 1.0), (layout.start() * 0.4 + 0.05, 0.0)):
+            args = (jnp.asarray(theta), jnp.asarray(reml))
+            g, H = derivs(*args)
+            g_dense, H_dense = (np.asarray(v) for v in grad_and_hessian(*args))
+            np.testing.assert_allclose(np.asarray(g), g_dense, rtol=1e-8, atol=1e-8)
+            np.testing.assert_allclose(np.asarray(H), H_dense, rtol=1e-8, atol=1e-8 * np.abs(H_dense).max())
+
+
+@pytest.mark.parametrize("formula", WIDE_FORMULAS)
+def test_wide_estimates_equal_the_dense_ones(formula):
+    with warnings.catch_warnings(), jax.enable_x64(True):
+        warnings.simplefilter("ignore", UserWarning)
+        design, w, stats, dense = _wide_and_dense(formula)
+        theta = jnp.asarray(theta_layout(design.info.terms).start() * 0.7 + 0.1)
+        est, b2, b2_covs = wide.estimates(theta, w, jnp.asarray(1.0))
+        ref = dense.estimates(theta, stats, jnp.asarray(1.0))
+        ref, ref_b2, ref_covs = ref if isinstance(ref, tuple) and not isinstance(ref, lmm.Estimates) else (ref, b2, b2_covs)
+    G = design.info.n_groups
+    for name in ("beta", "sigma", "vcov_beta", "objective"):
+        np.testing.assert_allclose(np.asarray(getattr(est, name)), np.asarray(getattr(ref, name)), rtol=1e-9, err_msg=name)
+    np.testing.assert_allclose(np.asarray(est.b)[:G], np.asarray(ref.b)[:G], rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(np.asarray(est.b_cov)[:G], np.asarray(ref.b_cov)[:G], rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(np.asarray(b2), np.asarray(ref_b2), rtol=1e-9, atol=1e-12)
+    for a, b in zip(b2_covs, ref_covs):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-9, atol=1e-12)
+
+
 def test_a_random_factor_nested_in_the_fixed_effects_is_named_and_reported_at_zero():
     rng = np.random.default_rng(5)
     lecturer = rng.integers(0, 30, 400)
