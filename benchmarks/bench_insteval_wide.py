@@ -1,14 +1,16 @@
-"""The seed's wide InstEval models (issue 17) beside lme4: time, compile, peak memory.
+"""The seed's wide InstEval models (issue 17) beside lme4: time, compile time, peak memory, ratio.
 
-    python benchmarks/bench_insteval_wide.py [--models me_instr_eval1 simple_me_reg] [--r]
+    python benchmarks/bench_insteval_wide.py [--models me_instr_eval1 simple_me_reg] [--repeats 3] [--r]
 
-Each model runs in its own process (so its peak resident memory is its own, and JAX's persistent
-compilation cache is off there, so the first fit pays the compile): the first `hj.lmer` (design,
-statistics, compile, fit, estimates) and a second, warm one in the same process; compile ≈ first −
-warm. Peak memory is the process's maximum resident set (resource.getrusage), which includes JAX's
-CPU buffers. lme4's times are the issue's measurements on this 2-core machine (2,582 s and 259 s);
-with --r, simple_me_reg is also timed with lme4 in this run (me_instr_eval1 takes 43 minutes in lme4
-and is never rerun). Ratios are lme4 / hlm_jax.
+Each repeat of each model runs in a fresh process with JAX's persistent compilation cache off, so its
+first `hj.lmer` (design, statistics, compile, fit, estimates) pays the whole compile and its peak
+resident memory is its own. `compile` is what JAX reports for tracing, lowering and XLA's compile
+inside that first fit (`hlm_jax.compile_time`); `warm` is a second fit in the same process. The table
+gives medians over the repeats (the largest peak). Peak memory is the process's maximum resident set
+(resource.getrusage), which includes Python, the data and JAX's CPU buffers; `formula MB` is the
+docs' estimate of the wide path's own arrays (`wide_bytes`). lme4's times are the issue's
+measurements on this 2-core machine (2,582 s and 259 s); with --r, simple_me_reg is also timed with
+lme4 in this run (me_instr_eval1 takes 43 minutes in lme4 and is never rerun). Ratios are lme4 / hlm_jax.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import json
 import os
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -29,21 +32,36 @@ MODELS = {
 }
 
 
+def wide_bytes(k: int, pairs: int, levels: int, q1: int, p: int) -> int:
+    """The wide path's arrays (README, "Wide fixed effects"): 8 bytes × (12k² for C, M, its factor, N, the
+    tangents, products and scatter buffers at n_θ ≤ 2 + P(q₁² + 8) for the pairs, their indices and their
+    construction + l₁q₁(q₁ + p + 1) for the first factor's statistics)."""
+    return 8 * (12 * k * k + pairs * (q1 * q1 + 8) + levels * q1 * (q1 + p + 1))
+
+
 def one(name: str) -> dict:
     """Fit one model twice in this process; the numbers as a dict."""
     import hlm_jax as hj
+    from hlm_jax.compile_time import timed
+    from hlm_jax.design import build_design
+    from hlm_jax.fit import design_stats, wide_stats
 
     data = hj.datasets.load("insteval")
-    times = []
-    for _ in range(2):
-        start = time.perf_counter()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with timed() as first:
             m = hj.lmer(MODELS[name][0], data)
-        times.append(time.perf_counter() - start)
-    return {"first": times[0], "warm": times[1], "compile": max(times[0] - times[1], 0.0),
-            "objective": m.objective, "p": m.info.p, "dropped": len(m.info.dropped_fixed),
-            "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "opt": str(m.opt)}
+        start = time.perf_counter()
+        hj.lmer(MODELS[name][0], data)
+        warm = time.perf_counter() - start
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        design = build_design(MODELS[name][0], data)
+    stats, beta0 = design_stats(design)
+    w = wide_stats(design, stats, beta0)
+    formula = wide_bytes(w.C.shape[0], w.pair_row_a.shape[0], stats.ZtZ.shape[0], stats.q, stats.p) / 2 ** 20
+    return {"first": first["seconds"], "compile": first["compile_s"], "warm": warm, "peak_mb": peak,
+            "formula_mb": formula, "objective": m.objective, "p": m.info.p, "dropped": len(m.info.dropped_fixed),
+            "opt": str(m.opt)}
 
 
 def lme4_seconds(name: str) -> float | None:
@@ -57,9 +75,22 @@ def lme4_seconds(name: str) -> float | None:
     return float(out.stdout.split()[0]) if out.returncode == 0 else None
 
 
+def repeated(name: str, repeats: int, env: dict) -> dict | str:
+    """Medians (largest peak) of `repeats` fresh processes, or the last error."""
+    runs = []
+    for _ in range(repeats):
+        out = subprocess.run([sys.executable, __file__, "--one", name], capture_output=True, text=True, env=env)
+        if out.returncode != 0:
+            return out.stderr.strip()[-500:]
+        runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    summary = {key: statistics.median(r[key] for r in runs) for key in ("first", "compile", "warm")}
+    return {**runs[-1], **summary, "peak_mb": max(r["peak_mb"] for r in runs), "firsts": [r["first"] for r in runs]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--r", action="store_true", help="time simple_me_reg with lme4 in this run")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -67,21 +98,20 @@ def main() -> None:
         print(json.dumps(one(args.one)))
         return
     env = dict(os.environ, HLM_JAX_NO_CACHE="1")
-    print(f"{'model':16} {'p':>5} {'dropped':>7} {'first s':>8} {'warm s':>7} {'compile s':>9} "
-          f"{'peak MB':>8} {'lme4 s':>7} {'lme4/first':>10} {'lme4/warm':>9}  REML criterion")
+    print(f"{'model':16} {'p':>5} {'dropped':>7} {'first s':>8} {'compile s':>9} {'warm s':>7} {'peak MB':>8} "
+          f"{'formula MB':>10} {'lme4 s':>7} {'lme4/first':>10} {'lme4/warm':>9}  REML criterion")
     for name in args.models:
-        out = subprocess.run([sys.executable, __file__, "--one", name], capture_output=True, text=True, env=env)
-        if out.returncode != 0:
-            print(name, "failed:", out.stderr.strip()[-500:])
+        r = repeated(name, args.repeats, env)
+        if isinstance(r, str):
+            print(name, "failed:", r)
             continue
-        r = json.loads(out.stdout.strip().splitlines()[-1])
         lme4 = lme4_seconds(name) if (args.r and name == "simple_me_reg") else None
         source = "this run" if lme4 is not None else "issue"
         lme4 = lme4 if lme4 is not None else MODELS[name][1]
-        print(f"{name:16} {r['p']:5d} {r['dropped']:7d} {r['first']:8.1f} {r['warm']:7.1f} {r['compile']:9.1f} "
-              f"{r['peak_mb']:8.0f} {lme4:7.0f} {lme4 / r['first']:10.1f} {lme4 / r['warm']:9.1f}  "
-              f"{r['objective']:.4f}  (lme4 time: {source})")
-        print(f"{'':16} optimiser: {r['opt']}")
+        print(f"{name:16} {r['p']:5d} {r['dropped']:7d} {r['first']:8.1f} {r['compile']:9.1f} {r['warm']:7.1f} "
+              f"{r['peak_mb']:8.0f} {r['formula_mb']:10.0f} {lme4:7.0f} {lme4 / r['first']:10.1f} "
+              f"{lme4 / r['warm']:9.1f}  {r['objective']:.4f}  (lme4 time: {source})")
+        print(f"{'':16} first fits: {', '.join(f'{t:.1f}' for t in r['firsts'])} s; optimiser: {r['opt']}")
 
 
 if __name__ == "__main__":
