@@ -179,7 +179,7 @@ class Program:
         return _Entry(executable, quick)
 
 
-UPGRADE_CALLS = 3
+UPGRADE_CALLS = 10  # calls of a quick-compiled signature in one process before it is optimised (a loop)
 
 
 STALE_SECONDS = 86400  # files of another version of hlm_jax or JAX older than this are removed on a write
