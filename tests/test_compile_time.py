@@ -122,3 +122,18 @@ def test_a_quick_compile_serves_the_first_calls_and_the_optimised_one_the_rest(t
     fresh = _program("tiers")
     fresh.quick_options = ONCE
     assert _events_during(lambda: fresh(a, b, power=1))[0] == []   # a new process loads the optimised one
+
+
+def test_a_model_of_the_same_shape_with_other_names_reuses_the_compiled_fit(sleepstudy, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))   # nothing kept on disk: only this process's programs
+    formula = "Reaction ~ Days + (Days | Subject)"
+    first = hj.lmer(formula, sleepstudy)
+    renamed = sleepstudy.rename(columns={"Reaction": "y", "Days": "x", "Subject": "g"})
+    fewer = renamed[renamed["g"] != renamed["g"].iloc[0]]   # 17 groups: the same 32 group slots as 18
+    events, again = _events_during(lambda: hj.lmer("y ~ x + (x | g)", renamed))
+    assert "/jax/core/compile/jaxpr_trace_duration" not in events
+    assert again.objective == pytest.approx(first.objective, rel=1e-12)
+    assert list(again.fixef.index) == ["(Intercept)", "x"]
+    events, subset = _events_during(lambda: hj.lmer("y ~ x + (x | g)", fewer))
+    assert "/jax/core/compile/jaxpr_trace_duration" not in events
+    assert subset.ngroups["g"] == 17

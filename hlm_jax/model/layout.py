@@ -6,6 +6,7 @@ the terms on that factor; `FactorStructure` builds it from θ (the one place θ 
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -80,9 +81,10 @@ class ThetaLayout:
         return max(t.block for t in self.terms) + 1
 
     def factor(self, block: int) -> FactorStructure:
-        """The structure of factor block `block` (θ indices into the whole θ)."""
-        parts = tuple((t.offset, i, s) for t, i, s in zip(self.terms, self.index, self.structures)
-                      if t.block == block)
+        """The structure of factor block `block` (θ indices into the whole θ), for computations: its columns
+        are named by position, so models that differ only in names share compiled programs."""
+        parts = tuple((t.offset, i, dataclasses.replace(s, columns=tuple(map(str, range(s.q)))))
+                      for t, i, s in zip(self.terms, self.index, self.structures) if t.block == block)
         return FactorStructure(sum(s.q for _, _, s in parts), parts)
 
     def lambda_blocks(self, theta) -> list:
