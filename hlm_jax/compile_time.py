@@ -86,9 +86,19 @@ def fingerprint() -> str:
                 digest.update(fh.read())
     backend = jax.devices()[0].client
     for part in (jax.__version__, jaxlib.__version__, os.environ.get("XLA_FLAGS", ""), backend.platform,
-                 backend.platform_version, jax.devices()[0].device_kind, platform.machine()):
+                 backend.platform_version, jax.devices()[0].device_kind, platform.machine(), _cpu_features()):
         digest.update(part.encode())
     return digest.hexdigest()
+
+
+def _cpu_features() -> str:
+    """The CPU's instruction-set flags where the system lists them: XLA compiles CPU code for this machine, so
+    a cache shared with other machines (a network home directory) must not hand them its programs."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            return next((line for line in fh if line.startswith(("flags", "Features"))), "")
+    except OSError:
+        return platform.processor()
 
 
 @functools.cache
@@ -100,8 +110,10 @@ def _prepare_lapack() -> None:
 
 def _signature(args, static: dict) -> str | None:
     """The arguments' structure, shapes, dtypes and the static values as text; None when some part has no
-    stable text (an object printed with its address), so it cannot name a file."""
+    stable text (an object printed with its address) or an argument is being traced (then JAX's jit serves)."""
     leaves, tree = jax.tree_util.tree_flatten(args)
+    if any(isinstance(x, jax.core.Tracer) for x in leaves):  # called inside another traced function
+        return None
     avals = [(np.shape(x), str(x.dtype if hasattr(x, "dtype") else np.result_type(x)),
               bool(getattr(x, "weak_type", False))) for x in leaves]
     text = repr((str(tree), avals, sorted(static.items()), jax.config.jax_enable_x64))

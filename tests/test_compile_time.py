@@ -137,3 +137,12 @@ def test_a_model_of_the_same_shape_with_other_names_reuses_the_compiled_fit(slee
     events, subset = _events_during(lambda: hj.lmer("y ~ x + (x | g)", fewer))
     assert "/jax/core/compile/jaxpr_trace_duration" not in events
     assert subset.ngroups["g"] == 17
+
+
+def test_a_program_called_inside_a_traced_function_is_traced_with_it():
+    program = _program("inside")
+    a, b = np.eye(2) * 3, np.array([1.0, 2.0])
+    direct = _events_during(lambda: program(a, b, power=1))[1]
+    traced = _events_during(lambda: jax.jit(lambda b: program(a, b, power=1))(b))[1]
+    np.testing.assert_allclose(traced, direct, rtol=1e-12)
+    np.testing.assert_allclose(direct, b / 10 + SALT, rtol=1e-12)
