@@ -21,7 +21,7 @@ from scipy import stats as sps
 from .batch import BatchWarning, BootstrapResult, PBTest
 from .batch.devices import mesh, slot_width
 from .design import DesignError
-from .glmm import Problem, laplace_deviance, make_problem
+from .glmm import Problem, derivatives, laplace_deviance, make_problem
 from .messages import warn
 from .optimize import batch_converged, minimize_queue
 from .precision import float64
@@ -31,13 +31,7 @@ def _with_response(problem: Problem, y) -> tuple[Problem]:
 
 
 def _derivs(x, problem):
-    """(f, ∇f, ∇²f): forward-mode derivatives of the reverse-mode gradient, f from the same pass."""
-    def gradient(z):
-        f, g = jax.value_and_grad(laplace_deviance)(z, problem)
-        return g, (f, g)
-
-    H, (f, g) = jax.jacfwd(gradient, has_aux=True)(x)
-    return f, g, H
+    return derivatives(x, problem)[:3]
 
 
 @partial(jax.jit, static_argnames=("width", "max_iter"))

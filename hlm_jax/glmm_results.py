@@ -12,7 +12,8 @@ from scipy import stats as sps
 
 from .design import NotYetSupportedError, with_response
 from .fit import ModelFit
-from .glmm import (GlmmData, build_glmm, fit_problem, lower_bounds, make_problem, separation_check, start_values)
+from .glmm import (GlmmData, build_glmm, fit_problem, lower_bounds, make_problem, separation_check, serial_blas,
+                   start_values)
 from .glmm_batch import bootstrap_glmm, fit_many_glmm, pb_test_glmm
 from .likelihood.lmm import Estimates
 from .model.family import make_family
@@ -38,7 +39,8 @@ def glmer(formula: str, data: pd.DataFrame, family="binomial", weights=None, off
     fam = make_family(family, link)
     gd = build_glmm(formula, data, fam, weights, offset)
     info = gd.design.info
-    x0, glm_converged = start_values(gd)
+    with serial_blas():
+        x0, glm_converged = start_values(gd)
     if not glm_converged:   # the linear program only runs when the GLM fit hints at separation
         separation_check(info.X, gd.y, gd.w, info.fixed_names, fam)
     return fit_glmm(gd, nAGQ, max_iter, x0)
@@ -50,7 +52,8 @@ def fit_glmm(gd: GlmmData, nAGQ: int = 1, max_iter: int = 200, x0=None) -> "Glme
     problem = make_problem(gd, n_agq=int(nAGQ))
     x0 = start_values(gd)[0] if x0 is None else x0
     x0, lower = jnp.asarray(x0), jnp.asarray(lower_bounds(gd))
-    state, H, modes = fit_problem(problem, x0, lower, max_iter=max_iter)
+    with serial_blas():
+        state, H, modes = jax.block_until_ready(fit_problem(problem, x0, lower, max_iter=max_iter))
     model = GlmerModel(gd, jax.tree_util.tree_map(np.asarray, state), np.asarray(H),
                        jax.tree_util.tree_map(np.asarray, modes), nAGQ)
     model.warn_if_problematic()

@@ -123,7 +123,18 @@ class Family:
             raise ValueError(f"the {self.name} family takes the links {', '.join(self.links)}, not {self.link.name!r}")
 
     def logpdf(self, y, eta, w, phi):
-        raise NotImplementedError
+        """log p(y | η) per row. A new family defines this, or `kernel` and `log_normalizer`."""
+        return self.kernel(y, eta, w, phi) + self.log_normalizer(y, w)
+
+    def kernel(self, y, eta, w, phi):
+        """The part of `logpdf` that depends on η or φ: what a fit iterates on (the rest is a constant)."""
+        if type(self).logpdf is Family.logpdf:
+            raise NotImplementedError(f"{type(self).__name__} defines neither logpdf nor kernel")
+        return self.logpdf(y, eta, w, phi) - self.log_normalizer(y, w)
+
+    def log_normalizer(self, y, w):
+        """The part of `logpdf` free of η and φ (binomial coefficients, log y!), computed once per fit."""
+        return jnp.zeros_like(y)
 
     def variance(self, mu):
         raise NotImplementedError
@@ -166,11 +177,14 @@ class Binomial(Family):
     links: tuple = ("logit", "probit", "cloglog")
     canonical: str = "logit"
 
-    def logpdf(self, y, eta, w, phi):
+    def kernel(self, y, eta, w, phi):
         k = y * w
         log_mu, log_1mu = self.log_probabilities(eta)
-        choose = gammaln(w + 1.0) - gammaln(k + 1.0) - gammaln(w - k + 1.0)
-        return choose + jnp.where(k > 0, k * log_mu, 0.0) + jnp.where(w - k > 0, (w - k) * log_1mu, 0.0)
+        return jnp.where(k > 0, k * log_mu, 0.0) + jnp.where(w - k > 0, (w - k) * log_1mu, 0.0)
+
+    def log_normalizer(self, y, w):
+        k = y * w
+        return gammaln(w + 1.0) - gammaln(k + 1.0) - gammaln(w - k + 1.0)
 
     def log_probabilities(self, eta):
         """log μ and log(1 − μ), accurate in both tails."""
@@ -214,10 +228,13 @@ class Poisson(Family):
     links: tuple = ("log", "identity")
     canonical: str = "log"
 
-    def logpdf(self, y, eta, w, phi):
+    def kernel(self, y, eta, w, phi):
         mu = self.link.linkinv(eta)
         log_mu = eta if isinstance(self.link, Log) else jnp.log(mu)
-        return w * (jnp.where(y > 0, y * log_mu, 0.0) - mu - gammaln(y + 1.0))
+        return w * (jnp.where(y > 0, y * log_mu, 0.0) - mu)
+
+    def log_normalizer(self, y, w):
+        return -w * gammaln(y + 1.0)
 
     def variance(self, mu):
         return mu
@@ -246,9 +263,12 @@ class Gaussian(Family):
     has_dispersion: bool = True
     canonical: str = "identity"
 
-    def logpdf(self, y, eta, w, phi):
+    def kernel(self, y, eta, w, phi):
         mu = self.link.linkinv(eta)
-        return 0.5 * jnp.log(w) - jnp.log(phi) - 0.5 * jnp.log(2.0 * jnp.pi) - 0.5 * w * (y - mu) ** 2 / phi ** 2
+        return -jnp.log(phi) - 0.5 * w * (y - mu) ** 2 / phi ** 2
+
+    def log_normalizer(self, y, w):
+        return 0.5 * jnp.log(w) - 0.5 * jnp.log(2.0 * jnp.pi)
 
     def variance(self, mu):
         return jnp.ones_like(mu)

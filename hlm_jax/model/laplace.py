@@ -275,8 +275,8 @@ def _row_gradient(model, u, params, lams, rows, rr):
     return jax.grad(partial(_row_h, model))(u, params, lams, rows, rr)
 
 
-def _row_newton(model: RowModel, params, lams, rows, rr: RandomRows):
-    """The joint mode (u₁, u₂): Fisher-scoring steps (curvature_rows) with step halving."""
+def _row_newton(model: RowModel, params, lams, rows, rr: RandomRows, u0):
+    """The joint mode (u₁, u₂) from u0: Fisher-scoring steps (curvature_rows) with step halving."""
     a1, a2 = _loadings(rr, lams)
     h = partial(_row_h, model)
 
@@ -312,7 +312,6 @@ def _row_newton(model: RowModel, params, lams, rows, rr: RandomRows):
         scale = 1.0 + _max_abs(u)
         return (it < INNER_MAX_ITER) & (size > tol * scale)
 
-    u0 = (jnp.zeros((rr.G1, a1.shape[1]), a1.dtype), jnp.zeros((rr.Q2,), a1.dtype))
     start = (u0, h(u0, params, lams, rows, rr), jnp.asarray(jnp.inf, a1.dtype), 0)
     return jax.lax.while_loop(going, step, start)[0]
 
@@ -325,26 +324,37 @@ def _axpy(alpha, d, u):
     return jax.tree_util.tree_map(lambda di, ui: ui + alpha * di, d, u)
 
 
+def zero_modes(rr: RandomRows, lams):
+    """u = 0, where the inner iteration starts without a better guess."""
+    return jnp.zeros((rr.G1, lams[0].shape[0]), lams[0].dtype), jnp.zeros((rr.Q2,), lams[0].dtype)
+
+
+def row_modes(model: RowModel, params, lams, rows, rr: RandomRows, u0=None):
+    """The joint conditional mode (u₁ (G1, q₁), u₂ (Q₂,)), differentiable in (params, Λ's); the inner
+    iteration starts from u0 (e.g. the modes at a nearby x), which changes where it starts, not the mode."""
+    u0 = zero_modes(rr, lams) if u0 is None else jax.lax.stop_gradient(u0)
+    return _row_modes(model, params, lams, rows, rr, u0)
+
+
 @partial(jax.custom_jvp, nondiff_argnums=(0,))
-def row_modes(model: RowModel, params, lams, rows, rr: RandomRows):
-    """The joint conditional mode (u₁ (G1, q₁), u₂ (Q₂,)), differentiable in (params, Λ's)."""
-    return _row_newton(model, params, lams, rows, rr)
+def _row_modes(model: RowModel, params, lams, rows, rr: RandomRows, u0):
+    return _row_newton(model, params, lams, rows, rr, u0)
 
 
-@row_modes.defjvp
+@_row_modes.defjvp
 def _row_modes_jvp(model, primals, tangents):
-    params, lams, rows, rr = primals
-    d_params, d_lams, _, _ = tangents
-    u = row_modes(model, params, lams, rows, rr)
+    params, lams, rows, rr, u0 = primals
+    d_params, d_lams = tangents[:2]
+    u = _row_modes(model, params, lams, rows, rr, u0)
     _, dg = jax.jvp(lambda p, l: _row_gradient(model, u, p, l, rows, rr), (params, lams), (d_params, d_lams))
     a1, a2 = _loadings(rr, lams)
     c = exact_curvature_rows(model, params, rows, _random_part(rr, a1, a2, *u))
     return u, _blocked_solve(_blocked_system(rr, a1, a2, c), *dg)
 
 
-def row_terms(model: RowModel, params, lams, rows, rr: RandomRows):
+def row_terms(model: RowModel, params, lams, rows, rr: RandomRows, u0=None):
     """(Laplace log-likelihood, (û₁, û₂), the blocked H at the mode with the model's curvature)."""
-    u = row_modes(model, params, lams, rows, rr)
+    u = row_modes(model, params, lams, rows, rr, u0)
     a1, a2 = _loadings(rr, lams)
     z = _random_part(rr, a1, a2, *u)
     H = _blocked_system(rr, a1, a2, model.curvature_rows(params, rows, z))
@@ -352,9 +362,9 @@ def row_terms(model: RowModel, params, lams, rows, rr: RandomRows):
     return ll - 0.5 * _blocked_logdet(H), u, H
 
 
-def row_loglik(model: RowModel, params, lams, rows, rr: RandomRows) -> jax.Array:
-    """Laplace log-likelihood over every factor's effects jointly."""
-    return row_terms(model, params, lams, rows, rr)[0]
+def row_loglik(model: RowModel, params, lams, rows, rr: RandomRows, u0=None) -> jax.Array:
+    """Laplace log-likelihood over every factor's effects jointly (the inner iteration starts from u0)."""
+    return row_terms(model, params, lams, rows, rr, u0)[0]
 
 
 def conditional_covariances(H: Blocked):
