@@ -20,7 +20,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from .design import Design, DesignError, GroupBucket, NotYetSupportedError, bucket_length, build_design
 from .design_cache import DesignCache
@@ -29,7 +28,7 @@ from .likelihood import lmm
 from .messages import warn
 from .model.layout import FactorStructure, theta_layout
 from .model.residual import AR1, Residual, ResidualSpecError, VarIdent, bind
-from .optimize import batch_converged, minimize
+from .optimize import minimize
 from .precision import float64
 
 
@@ -113,40 +112,78 @@ class StackedStats:
     s_{a_(t−1)}w_{t−1})/√(1 − Phi²), so the parts are the first rows F_l, over t ≥ 2 the rows N_l, their
     predecessors P_l, and the pairs X_ab = Σ (w_tw_{t−1}ᵀ + w_{t−1}w_tᵀ) with a_t = a, a_{t−1} = b, with
     c = s_l², s_l²/(1 − Phi²), Phi²s_l²/(1 − Phi²) and −Phi s_a s_b/(1 − Phi²).
-    `rows` counts each slot's rows and `level_rows` each level's (for log|R_g|)."""
+    `rows` counts each slot's rows and `level_rows` each level's (for log|R_g|); `column`, when given,
+    replaces the parts' last column (another response's, see `with_column`)."""
 
     parts: jax.Array
     rows: jax.Array
     level_rows: jax.Array
     data: ResidualData
+    column: jax.Array | None = None
 
     @property
     def n_theta(self) -> int:
         return self.data.n_theta
 
+    @property
+    def beta0(self) -> jax.Array:
+        return self.data.beta0
+
 
 def stacked_stats(data: ResidualData) -> StackedStats:
     """The stacked statistics of `data` (its y centred at β₀)."""
-    L, ar1 = _levels(data.residual), data.residual.correlation is not None
-    k = data.buckets[0].X.shape[-1] + data.buckets[0].Z.shape[-1] + 1
-    parts = jnp.zeros(((3 * L + L * L) if ar1 else L, data.n_slots, k, k))
+    L = _levels(data.residual)
+    parts = None
     rows, level_rows = jnp.zeros(data.n_slots), jnp.zeros(L)
     for b, aux in zip(data.buckets, data.aux):
-        w = jnp.concatenate([b.X, b.Z, ((b.y - b.X @ data.beta0) * b.mask)[..., None]], axis=-1)
-        level = jax.nn.one_hot(aux[..., 1].astype(jnp.int32), L, dtype=w.dtype) * b.mask[..., None]
-        if ar1:
-            now, before, at, prev = w[:, 1:], w[:, :-1], level[:, 1:], level[:, :-1] * b.mask[:, 1:, None]
-            cross = jnp.einsum("gta,gtb,gti,gtj->abgij", at, prev, now, before)
-            new = jnp.concatenate([jnp.einsum("gl,gi,gj->lgij", level[:, 0], w[:, 0], w[:, 0]),
-                                   jnp.einsum("gtl,gti,gtj->lgij", at, now, now),
-                                   jnp.einsum("gtl,gti,gtj->lgij", prev, before, before),
-                                   (cross + jnp.swapaxes(cross, -1, -2)).reshape((L * L,) + cross.shape[2:])])
-        else:
-            new = jnp.einsum("gtl,gti,gtj->lgij", level, w, w)
+        w = _rows(b, data.beta0)
+        new = _products(data.residual, b.mask, aux, w, w)
+        parts = jnp.zeros((new.shape[0], data.n_slots) + new.shape[2:]) if parts is None else parts
         parts = parts.at[:, b.group].add(new)
         rows = rows.at[b.group].add(jnp.sum(b.mask, axis=1))
-        level_rows = level_rows + jnp.sum(level, axis=(0, 1))
+        level_rows = level_rows + jnp.sum(_level(data.residual, b.mask, aux), axis=(0, 1))
     return StackedStats(parts, rows, level_rows, data)
+
+
+def response_column(st: StackedStats, ys: tuple, beta0) -> jax.Array:
+    """The parts' last column (the cross-products with y) for other responses (padded per bucket, centred
+    at their β₀): all that changes between responses (`with_column`)."""
+    data = st.data.with_response(ys, beta0)
+    column = jnp.zeros(st.parts.shape[:-1])
+    for b, aux in zip(data.buckets, data.aux):
+        w = _rows(b, beta0)
+        column = column.at[:, b.group].add(_products(data.residual, b.mask, aux, w, w[..., -1:])[..., 0])
+    return column
+
+
+def with_column(st: StackedStats, column: jax.Array, beta0) -> StackedStats:
+    """`st` for another response, given its `response_column` and β₀ (the shared parts are not copied)."""
+    return StackedStats(st.parts, st.rows, st.level_rows, dataclasses.replace(st.data, beta0=beta0), column)
+
+
+def _rows(b: GroupBucket, beta0) -> jax.Array:
+    """w_t = (x_t, z_t, y_t − x_tβ₀) per padded row (0 in padding)."""
+    return jnp.concatenate([b.X, b.Z, ((b.y - b.X @ beta0) * b.mask)[..., None]], axis=-1)
+
+
+def _level(residual: Residual, mask, aux) -> jax.Array:
+    """Each row's level as a one-hot vector (0 in padding): (groups, rows, levels)."""
+    return jax.nn.one_hot(aux[..., 1].astype(jnp.int32), _levels(residual), dtype=mask.dtype) * mask[..., None]
+
+
+def _products(residual: Residual, mask, aux, left, right) -> jax.Array:
+    """The parts of `StackedStats` for Σ left_t right_tᵀ in one bucket: (parts, groups, a, c)."""
+    level = _level(residual, mask, aux)
+    if residual.correlation is None:
+        return jnp.einsum("gtl,gti,gtj->lgij", level, left, right)
+    L = level.shape[-1]
+    at, prev = level[:, 1:], level[:, :-1] * mask[:, 1:, None]
+    cross = (jnp.einsum("gta,gtb,gti,gtj->abgij", at, prev, left[:, 1:], right[:, :-1])
+             + jnp.einsum("gta,gtb,gti,gtj->abgij", at, prev, left[:, :-1], right[:, 1:]))
+    return jnp.concatenate([jnp.einsum("gl,gi,gj->lgij", level[:, 0], left[:, 0], right[:, 0]),
+                            jnp.einsum("gtl,gti,gtj->lgij", at, left[:, 1:], right[:, 1:]),
+                            jnp.einsum("gtl,gti,gtj->lgij", prev, left[:, :-1], right[:, :-1]),
+                            cross.reshape((L * L,) + cross.shape[2:])])
 
 
 def prepare(data: ResidualData):
@@ -184,12 +221,13 @@ def _stacked_whitened(eta: jax.Array, st: StackedStats) -> tuple[lmm.Stats, jax.
         s = jnp.exp(-log_sd)
         coef = jnp.concatenate([s2, s2 * scale, phi * phi * s2 * scale, -phi * scale * jnp.outer(s, s).ravel()])
         logdet = logdet + jnp.sum(jnp.maximum(st.rows - 1.0, 0.0)) * jnp.log1p(-phi * phi)
-    W = jnp.einsum("k,kgij->gij", coef, st.parts)
+    W = jnp.einsum("k,kgij->gij", coef, st.parts[..., :-1, :-1])
+    Wy = jnp.einsum("k,kgi->gi", coef, st.parts[..., -1] if st.column is None else st.column)
     b = st.data.buckets[0]
     p, q = b.X.shape[-1], b.Z.shape[-1]
     z = slice(p, p + q)
-    total = jnp.sum(W, axis=0)
-    stats = lmm.Stats(W[:, z, z], W[:, z, :p], W[:, z, -1], total[:p, :p], total[:p, -1], total[-1, -1],
+    total, total_y = jnp.sum(W, axis=0), jnp.sum(Wy, axis=0)
+    stats = lmm.Stats(W[:, z, z], W[:, z, :p], Wy[:, z], total[:p, :p], total_y[:p], total_y[-1],
                       jnp.sum(st.rows), structure=st.data.structure)
     return stats, logdet
 
@@ -338,7 +376,7 @@ def residual_rows(data: pd.DataFrame, correlation, variance) -> pd.DataFrame:
     return data.loc[keep]
 
 
-# ---- batches: simulated responses and many refits ---------------------------------------------------
+# ---- simulated responses (refitted in `batch.residual`) ----------------------------------------------
 
 @partial(jax.jit, static_argnames=("nsim",))
 def _simulate_buckets(key, data: ResidualData, beta, lam, sigma, eta, nsim: int):
@@ -366,59 +404,3 @@ def simulate(model, nsim: int, seed: int) -> np.ndarray:
         mask = np.asarray(b.mask) > 0
         y[:, np.asarray(b.rows)[mask]] = np.asarray(part)[:, mask]
     return y
-
-
-@partial(jax.jit, static_argnames=("max_iter",))
-def _fit_batch(data: ResidualData, ys, beta0s, x0, lower, reml, max_iter: int):
-    """Fit every problem of the batch (leading axis of ys and beta0s) from x0."""
-    def one(y, beta0):
-        d = prepare(data.with_response(y, beta0))
-        state = minimize(objective, x0, lower, (d, reml), max_iter=max_iter)
-        est = estimates(state.x, d, reml)
-        return dict(x=state.x, objective=est.objective, beta=beta0 + est.beta, sigma=est.sigma,
-                    se=jnp.sqrt(jnp.diagonal(est.vcov_beta)), converged=batch_converged(state),
-                    iterations=state.iterations)
-    return jax.vmap(one)(ys, beta0s)
-
-
-@float64
-def fit_responses(model, Y: np.ndarray, max_iter: int = 200, chunk: int | None = None) -> dict:
-    """Refit a model with a residual structure to each row of Y (m × n), in batches over the devices."""
-    data = model.residual.data
-    X = model.info.X
-    beta0s = np.linalg.lstsq(X, Y.T, rcond=None)[0].T
-    cells = sum(int(np.asarray(b.mask).size) for b in data.buckets)
-    n_dev = len(jax.devices())
-    size = chunk or max(1, min(len(Y), 4_000_000 // cells))
-    size = -(-size // n_dev) * n_dev
-    sharding = NamedSharding(Mesh(np.array(jax.devices()), ("batch",)), PartitionSpec("batch"))
-    layout = theta_layout(model.info.terms)
-    x0 = jnp.asarray(np.concatenate([model.theta, model.residual.eta]))
-    lower = jnp.asarray(_bounds(data, layout.lower))
-    pieces = []
-    for first in range(0, len(Y), size):
-        idx = np.minimum(np.arange(first, first + size), len(Y) - 1)
-        ys = tuple(jax.device_put(Y[idx][:, np.asarray(b.rows)] * np.asarray(b.mask), sharding) for b in data.buckets)
-        out = _fit_batch(data, ys, jax.device_put(beta0s[idx], sharding), x0, lower, jnp.asarray(float(model.reml)),
-                         max_iter=max_iter)
-        pieces.append({k: np.asarray(v)[:min(size, len(Y) - first)] for k, v in out.items()})
-    return {k: np.concatenate([p[k] for p in pieces]) for k in pieces[0]}
-
-
-def replicate_table(model, out: dict) -> pd.DataFrame:
-    """One row per refit: fixed effects, se_<name>, σ, the sds and correlations, the residual structure's
-    parameters (users' scale), objective, converged, iterations."""
-    k = len(model.theta)
-    theta, eta = out["x"][:, :k], out["x"][:, k:]
-    columns = {name: out["beta"][:, j] for j, name in enumerate(model.fixef.index)}
-    columns.update({f"se_{name}": out["se"][:, j] for j, name in enumerate(model.fixef.index)})
-    columns["sigma"] = out["sigma"]
-    layout = theta_layout(model.info.terms)
-    vc = layout.sd_cor(theta, out["sigma"])
-    columns.update({name: vc[:, j] for j, name in enumerate(layout.varcorr_names())})
-    residual = model.residual.residual
-    with jax.enable_x64(True):
-        natural = np.asarray(jax.vmap(residual.natural)(jnp.asarray(eta)))
-    columns.update({name: natural[:, j] for j, name in enumerate(residual.names)})
-    columns.update(objective=out["objective"], converged=out["converged"], iterations=out["iterations"])
-    return pd.DataFrame(columns)

@@ -152,6 +152,27 @@ def test_ar1_bootstrap_matches_nlme_refits_of_the_same_responses():
     np.testing.assert_allclose(-0.5 * table["objective"], [f["logLik"] for f in ref.values()], rtol=1e-6)
 
 
+@pytest.mark.parametrize("formula, kw", [(ORTHODONT, dict(weights=hj.VarIdent("Sex"))),
+                                         ("distance ~ age * Sex + (0 + age|Subject)", dict(correlation=hj.CompSymm()))],
+                         ids=["varident_stacked", "compsymm_padded"])
+def test_fit_many_equals_one_lmer_fit_per_response(formula, kw, monkeypatch):
+    """The slot queue (two slots for four responses, so slots are refilled) refits each response as lmer
+    fits it alone: stacked statistics rebuilt for the new y (VarIdent), padded tensors (CompSymm)."""
+    from hlm_jax.batch import residual as batch_residual
+
+    d = orthodont()
+    model = hj.lmer(formula, d, **kw)
+    Y = model.simulate(nsim=4, seed=5).to_numpy()
+    monkeypatch.setattr(batch_residual, "queue_width", lambda model: 2)
+    out, _ = batch_residual.fit_responses(model, Y.T, chunk=4)
+    assert out["converged"].all()
+    for j in range(Y.shape[1]):
+        alone = hj.lmer(formula, d.assign(distance=Y[:, j]), **kw)
+        assert -0.5 * out["objective"][j] == pytest.approx(alone.loglik, rel=1e-9)
+        np.testing.assert_allclose(out["beta"][j], alone.fixef.to_numpy(), atol=1e-6)
+        np.testing.assert_allclose(out["x"][j, 1:], alone.residual.eta, atol=1e-5)
+
+
 @pytest.mark.slow
 def test_ar1_simulation_has_the_fitted_lag_one_correlation():
     """Within-subject residuals of simulate() (random intercepts removed by differencing) have the

@@ -44,7 +44,7 @@ def bootstrap(model, n: int = 1000, seed: int = 0, chunk: int | None = None, pro
     n = check_n(n)
     model.require_unweighted("bootstrap")
     if getattr(model, "residual", None) is not None:
-        return residual_bootstrap(model, n, seed, chunk, max_iter)
+        return residual_bootstrap(model, n, seed, chunk, max_iter, progress)
     info = model.info
     beta = model.fixef.to_numpy()
     t0 = time.perf_counter()

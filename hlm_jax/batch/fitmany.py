@@ -118,7 +118,7 @@ def fit_many(formula: str, datasets=None, responses=None, REML: bool = True, chu
         return formula.refit_many(responses, max_iter=max_iter)
     REML = require_bool(REML, "REML")
     if correlation is not None or weights is not None:
-        return residual_fit_many(formula, datasets, responses, REML, correlation, weights, max_iter)
+        return residual_fit_many(formula, datasets, responses, REML, correlation, weights, max_iter, chunk, progress)
     if responses is not None:
         return _fit_responses(formula, datasets, responses, REML, chunk, progress, max_iter)
     if datasets is None or isinstance(datasets, pd.DataFrame):

@@ -109,15 +109,18 @@ def _given_chunk(target: Target, data, valid, max_iter, width: int):
 given_chunk = _jitted(_given_chunk, "given_chunk")
 
 
-def run_given(target: Target, data, n: int, chunk, progress, max_iter, desc, dims):
-    """Fit n problems with given statistics (numpy pytree, leading axis n), chunk by chunk."""
+def run_given(target: Target, data, n: int, chunk, progress, max_iter, desc, dims, width: int | None = None,
+              latency: bool | None = None):
+    """Fit n problems with given statistics (numpy pytree, leading axis n), chunk by chunk (`width` slots
+    per device: the platform's by default; `latency`: the fast-compiling program, by default for small chunks)."""
     per_dev = chunk_size(n, bytes_per_problem(*dims), chunk)
     sharding = NamedSharding(mesh(), PartitionSpec("batch"))
 
     def fit_chunk(idx, real):
         take = np.minimum(idx, n - 1)
         piece = jax.tree_util.tree_map(lambda a: jax.device_put(np.asarray(a)[take], sharding), data)
-        return given_chunk[for_latency(per_dev)](target, piece, jax.device_put(real, sharding),
-                                                 jnp.asarray(max_iter, jnp.int32), width=slot_width())
+        program = given_chunk[for_latency(per_dev) if latency is None else latency]
+        return program(target, piece, jax.device_put(real, sharding), jnp.asarray(max_iter, jnp.int32),
+                       width=width or slot_width())
 
     return run_chunks(n, per_dev, progress, desc, fit_chunk)
