@@ -157,8 +157,8 @@ def zapsmall(x, digits: int) -> np.ndarray:
 
 
 def scaled_residuals(model, digits: int = 4) -> str:
-    """lme4's quantiles of the scaled residuals (zapsmall to digits + 1, printed with `digits`)."""
-    r = model.residuals().to_numpy() / model.sigma
+    """lme4's quantiles of the scaled (Pearson) residuals (zapsmall to digits + 1, printed with `digits`)."""
+    r = model.residuals(type="pearson").to_numpy()
     qs = format_real(zapsmall(np.quantile(r, [0, 0.25, 0.5, 0.75, 1]), digits + 1), digits)
     return "Scaled residuals:\n" + table_text([["Min", "1Q", "Median", "3Q", "Max"], qs], ["r"] * 5)
 

@@ -404,3 +404,24 @@ def simulate(model, nsim: int, seed: int) -> np.ndarray:
         mask = np.asarray(b.mask) > 0
         y[:, np.asarray(b.rows)[mask]] = np.asarray(part)[:, mask]
     return y
+
+
+# ---- scaled residuals ------------------------------------------------------------------------------------
+
+@float64
+def scaled_residuals(model, kind: str) -> np.ndarray:
+    """nlme's residuals(fit, type = kind) of a fit with a residual structure, rows as the model's data:
+    "pearson" r_i/(σd_i) (r = y − Xβ̂ − Zb̂); "normalized" those multiplied per group by the correlation's
+    factor F_g (F_gᵀF_g = C_g⁻¹, nlme's: the inverse Cholesky factor for AR(1), Helmert for CompSymm)."""
+    data, eta = model.residual.data, jnp.asarray(model.residual.eta)
+    res = data.residual
+    r = model.info.y - model.fitted().to_numpy()
+    out = np.zeros_like(r)
+    for b, aux in zip(data.buckets, data.aux):
+        rows, mask = np.asarray(b.rows), jnp.asarray(b.mask)
+        e = jnp.asarray(r[rows]) * mask / (model.sigma * res.sd(eta, aux, mask))
+        if kind == "normalized" and res.correlation is not None:
+            e = res.correlation.normalize(eta[:res.n_cor], aux[..., 0], e[..., None], mask)[..., 0]
+        keep = np.asarray(b.mask) > 0
+        out[rows[keep]] = np.asarray(e)[keep]
+    return out

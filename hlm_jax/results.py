@@ -11,7 +11,7 @@ import pandas as pd
 from .design import Design, DesignError, NotYetSupportedError, build_design, factor_labels, term_group_names
 from .fit import ModelFit, fit_model
 from .messages import require_bool, warn
-from .residual_fit import ResidualFit, fit_residual_model, prepare_design
+from .residual_fit import ResidualFit, fit_residual_model, prepare_design, scaled_residuals
 from .residual_fit import simulate as residual_simulate
 from .likelihood.lmm import simulate_responses
 from .model.layout import ThetaLayout, theta_layout
@@ -289,8 +289,18 @@ class LmerModel:
                                                                         [f.codes for f in info.factors])
         return pd.Series(values, index=info.row_index, name="fitted")
 
-    def residuals(self) -> pd.Series:
-        return pd.Series(self.info.y - self.fitted().to_numpy(), index=self.info.row_index, name="residuals")
+    def residuals(self, type: str = "response") -> pd.Series:
+        """y − fitted ("response"), or nlme's scaled residuals: "pearson" divided by each row's residual sd
+        (σd_i with a variance function, σ/√w_i with prior weights: lme4's type="pearson", scaled=TRUE),
+        "normalized" also decorrelated within groups by the correlation structure (pearson without one)."""
+        if type not in ("response", "pearson", "normalized"):
+            raise ValueError(f"type must be 'response', 'pearson' or 'normalized', got {type!r}")
+        values = self.info.y - self.fitted().to_numpy()
+        if type != "response" and self.residual is not None:
+            values = scaled_residuals(self, type)
+        elif type != "response":
+            values = values * np.sqrt(1.0 if self.prior is None else self.prior[0]) / self.sigma
+        return pd.Series(values, index=self.info.row_index, name="residuals")
 
     def predict(self, newdata: pd.DataFrame | None = None, re: bool = True) -> pd.Series:
         """Predictions (with the random effects unless re=False); levels unseen in the fit get the

@@ -100,6 +100,10 @@ class AR1:
         prev = jnp.concatenate([jnp.zeros_like(T[:, :1]), T[:, :-1]], axis=1)
         return (T - c * prev) / jnp.sqrt(1.0 - c * c) * mask[..., None]
 
+    def normalize(self, eta, t, T, mask):
+        """nlme's normalized residuals' transform: `whiten` (the inverse Cholesky factor of C, rows in time order)."""
+        return self.whiten(eta, t, T, mask)
+
     def unwhiten(self, eta, t, E, mask):
         """The inverse of `whiten`: x_t = c_t x_{t−1} + √(1 − c_t²) e_t (a scan along the rows)."""
         c = self._lag_corr(eta, t, mask)
@@ -179,6 +183,17 @@ class CompSymm:
 
     def unwhiten(self, eta, aux, E, mask):
         return self._scale(eta, E, mask, 0.5)
+
+    def normalize(self, eta, aux, T, mask):
+        """nlme's factor F (FᵀF = C⁻¹) in the Helmert basis: e_1 = Σ_i x_i/√(m(1 + (m − 1)Rho)) and
+        e_j = ((j − 1)x_j − Σ_{i<j} x_i)/√(j(j − 1)(1 − Rho)) for j ≥ 2 (rows in data order)."""
+        rho = self.natural(eta)[0]
+        m = jnp.sum(mask, axis=1)[:, None, None]
+        j = jnp.arange(1, T.shape[1] + 1, dtype=T.dtype)[None, :, None]
+        before = jnp.cumsum(T, axis=1) - T
+        contrast = ((j - 1.0) * T - before) / jnp.sqrt(jnp.maximum(j * (j - 1.0), 1.0) * (1.0 - rho))
+        first = jnp.sum(T, axis=1, keepdims=True) / jnp.sqrt(m * (1.0 + (m - 1.0) * rho))
+        return jnp.where(j == 1.0, first, contrast) * mask[..., None]
 
     def _scale(self, eta, T, mask, power):
         """C^power T: the eigenvalues of C are 1 − Rho (within the group) and 1 + (m − 1)Rho (its mean)."""
@@ -343,14 +358,15 @@ class Residual:
         pieces = (eta[:k], eta[k:]) if self.correlation is not None else (eta,)
         return jnp.concatenate([jnp.zeros(0, eta.dtype)] + [s.natural(e) for s, e in zip(self.parts, pieces)])
 
-    def _sd(self, eta, aux, mask):
+    def sd(self, eta, aux, mask):
+        """d_i per padded row (1 without a variance function, and in padding)."""
         if self.variance is None:
             return jnp.ones_like(mask)
         return jnp.where(mask > 0, self.variance.sd(eta[self.n_cor:], aux[..., 1]), 1.0)
 
     def whiten(self, eta, aux, T, mask):
         """K_g T for every group (T: groups × rows × columns): divide by d, then decorrelate."""
-        T = T / self._sd(eta, aux, mask)[..., None]
+        T = T / self.sd(eta, aux, mask)[..., None]
         if self.correlation is None:
             return T * mask[..., None]
         return self.correlation.whiten(eta[:self.n_cor], aux[..., 0], T, mask)
@@ -359,11 +375,11 @@ class Residual:
         """K_g⁻¹ E: rows with covariance R_g from rows with covariance I (for simulation)."""
         if self.correlation is not None:
             E = self.correlation.unwhiten(eta[:self.n_cor], aux[..., 0], E, mask)
-        return E * self._sd(eta, aux, mask)[..., None] * mask[..., None]
+        return E * self.sd(eta, aux, mask)[..., None] * mask[..., None]
 
     def logdet(self, eta, aux, mask):
         """log|R_g| per group: 2 Σ log d_i + log|C_g|."""
-        out = 2.0 * jnp.sum(mask * jnp.log(self._sd(eta, aux, mask)), axis=1)
+        out = 2.0 * jnp.sum(mask * jnp.log(self.sd(eta, aux, mask)), axis=1)
         if self.correlation is not None:
             out = out + self.correlation.logdet(eta[:self.n_cor], aux[..., 0], mask)
         return out
