@@ -224,7 +224,9 @@ class GlmerModel(LmerModel):
         return self.summary()
 
     def bootstrap(self, n: int = 1000, seed: int = 0, **kw):
-        """Parametric bootstrap (lme4's bootMer): n refits to responses simulated from this fit, batched."""
+        """Parametric bootstrap (lme4's bootMer): n refits to responses simulated from this fit, batched
+        (max_iter, chunk, progress as hj.bootstrap). Batched refits use the Laplace approximation only
+        (a model fitted with nAGQ > 1 is refused)."""
         return bootstrap_glmm(self, n=n, seed=seed, **kw)
 
     def pb_test(self, big: "GlmerModel", n: int = 1000, seed: int = 0, max_iter: int = 100):

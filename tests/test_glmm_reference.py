@@ -88,6 +88,8 @@ def test_cbpp_adaptive_gauss_hermite_9():
     np.testing.assert_allclose(m.theta, [ref["theta"]], rtol=1e-3)
     laplace = hj.glmer(ref["formula"], cbpp(), nAGQ=1)
     assert abs(m.loglik - laplace.loglik) > 1e-3   # quadrature really differs from the Laplace value
+    with pytest.raises(hj.DesignError, match="nAGQ = 9"):   # batched refits are Laplace only: said, not ignored
+        m.bootstrap(n=2)
 
 
 @pytest.mark.slow
