@@ -4,23 +4,24 @@ The data are padded per group (as lmer's designs: rows to lengths 2^k or 1.5·2^
 length); the objective is −2 log L over the unconstrained parameter vector, minimised by the
 shared projected-Newton optimiser with exact autodiff gradients and Hessians (not optax: its
 first-order methods need many more steps here and no Hessian comes with them). Batches (bootstrap,
-`fit_many`) vmap the same compiled fit over responses; their leading axis is laid out over every
-device (a NamedSharding), so several accelerators share a batch.
+`fit_many`) refit on the shared slot queue (`batch.program.run_given`, a `UserTarget`): chunks laid out
+over every device, and a refit that needs many steps holds only its own slot.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import partial
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from .design import DesignError, factor_codes, padded_length
 from .model.user import GroupModel, Packing
-from .optimize import OptSummary, minimize, summarize
+from .batch.program import run_given
+from .optimize import OptSummary, gradient_and_hessian, minimize, summarize
 from .precision import float64
 
 
@@ -147,10 +148,6 @@ def _table(packing: Packing, x: np.ndarray, H: np.ndarray, fixed: dict) -> pd.Da
                         index=pd.Index(packing.labels(), name="parameter"))
 
 
-def _mesh_sharding():
-    return NamedSharding(Mesh(np.array(jax.devices()), ("batch",)), PartitionSpec("batch"))
-
-
 @float64
 def _simulate(fit: GroupModelFit, nsim: int, seed: int) -> np.ndarray:
     model = fit.model
@@ -176,6 +173,44 @@ def _draw_group(model: GroupModel, params, keys, group):
     return model.simulate(keys[1], params, group, b)
 
 
+class Unprofiled(NamedTuple):
+    """What a batch target's `estimates` gives (`batch.targets.fit_target`) for a model that profiles no
+    parameters out: no fixed effects, no σ."""
+
+    beta: jax.Array
+    sigma: jax.Array
+    vcov_beta: jax.Array
+
+
+@jax.tree_util.register_dataclass
+@dataclass(frozen=True)
+class UserTarget:
+    """A fitted user-written model as a batch target (`program.run_given`): its padded columns with the
+    response replaced per problem, refitted from the fit's x on the shared slot queue."""
+
+    buckets: tuple
+    fixed: dict
+    x0: jax.Array
+    lower: jax.Array
+    reml: jax.Array
+    model: GroupModel = field(metadata=dict(static=True))
+    packing: Packing = field(metadata=dict(static=True))
+
+    def objective(self, x, buckets, reml):
+        return objective(x, self.model, self.packing, buckets, self.fixed)
+
+    def derivatives(self, x, buckets, reml):
+        g, H = gradient_and_hessian(objective, x, (self.model, self.packing, buckets, self.fixed))
+        return self.objective(x, buckets, reml), g, H
+
+    def stats(self, *ys):
+        """One problem's buckets: the fit's columns with its responses (one padded array per bucket)."""
+        return tuple({**b, self.model.response: y} for b, y in zip(self.buckets, ys))
+
+    def estimates(self, x, buckets, reml):
+        return Unprofiled(jnp.zeros(0, x.dtype), jnp.zeros((), x.dtype), jnp.zeros((0, 0), x.dtype))
+
+
 @float64
 def _fit_many(fit: GroupModelFit, Y: np.ndarray) -> pd.DataFrame:
     if Y.ndim == 1:
@@ -183,30 +218,16 @@ def _fit_many(fit: GroupModelFit, Y: np.ndarray) -> pd.DataFrame:
     if Y.shape[0] != fit.nobs:
         raise DesignError(f"responses need {fit.nobs} rows (as the data), got {Y.shape[0]}")
     m = Y.shape[1]
-    n_dev = len(jax.devices())
-    width = -(-m // n_dev) * n_dev
-    Yp = np.concatenate([Y, np.repeat(Y[:, :1], width - m, axis=1)], axis=1)
-    sharding = _mesh_sharding()
-    response = fit.model.response
-    ys = tuple(jax.device_put(np.moveaxis(Yp[rows] * np.asarray(b["mask"])[..., None], -1, 0), sharding)
-               for b, rows in zip(fit.buckets, fit.rows))
-    states = _fit_batch(jnp.asarray(fit.x), fit.buckets, ys, fit.fixed, fit.model, fit.packing, response)
-    x = np.asarray(states.x)[:m]
+    ys = tuple(np.moveaxis(Y[rows] * np.asarray(b["mask"])[..., None], -1, 0) for b, rows in zip(fit.buckets, fit.rows))
+    x0 = jnp.asarray(fit.x)
+    target = UserTarget(fit.buckets, fit.fixed, x0, jnp.full_like(x0, -jnp.inf), jnp.zeros(()), fit.model, fit.packing)
+    cells = sum(int(np.prod(y.shape[1:])) for y in ys)
+    out, _ = run_given(target, ys, m, None, None, 200, "fit_many", (cells, 1, 0))
+    x = out["theta"]
     with jax.enable_x64(True):
         values = np.stack([np.concatenate([np.ravel(v) for v in fit.packing.to_params(jnp.asarray(xi), {}).values()])
                            for xi in x]) if len(fit.x) else np.zeros((m, 0))
     table = pd.DataFrame(values, columns=fit.packing.labels())
-    table["loglik"] = -0.5 * np.asarray(states.f)[:m]
-    table["converged"] = np.asarray(states.converged)[:m] | (np.asarray(states.stalled)[:m]
-                                                              & (np.asarray(states.grad_norm)[:m] < 1e-6))
+    table["loglik"] = -0.5 * out["objective"]
+    table["converged"] = out["converged"]
     return table
-
-
-@partial(jax.jit, static_argnames=("model", "packing", "response"))
-def _fit_batch(x0, buckets, ys, fixed, model: GroupModel, packing: Packing, response: str):
-    """Fits to a batch of responses (leading axis of each `ys`), each from x0."""
-    def one(y_buckets):
-        data = tuple({**b, response: y} for b, y in zip(buckets, y_buckets))
-        return minimize(objective, x0, jnp.full_like(x0, -jnp.inf), (model, packing, data, fixed))
-
-    return jax.vmap(one)(ys)

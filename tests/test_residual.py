@@ -213,7 +213,8 @@ def test_stacked_statistics_give_the_whitened_criterion(formula, data, correlati
         assert isinstance(stacked, StackedStats)
         padded = dataclasses.replace(data, stacked=False)
         for _ in range(2):
-            x = jnp.asarray(np.concatenate([rng.uniform(0.3, 1.5, data.n_theta), rng.uniform(-0.8, 0.8, len(data.residual.names))]))
+            x = jnp.asarray(np.concatenate([rng.uniform(0.3, 1.5, data.n_theta),
+                                            rng.uniform(-0.8, 0.8, len(data.residual.names))]))
             for reml in (0.0, 1.0):
                 assert float(objective(x, stacked, reml)) == pytest.approx(float(objective(x, padded, reml)), rel=1e-12)
 
