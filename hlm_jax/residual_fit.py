@@ -23,6 +23,7 @@ import pandas as pd
 
 from .design import Design, DesignError, GroupBucket, NotYetSupportedError, bucket_length, build_design
 from .design_cache import DesignCache
+from .prior import weighted_design
 from .fit import SINGLE_FIT_OPTIONS, ModelFit, ols_coefficients
 from .likelihood import lmm
 from .messages import warn
@@ -36,7 +37,8 @@ from .precision import float64
 @dataclass(frozen=True)
 class ResidualData:
     """Padded per-group tensors (rows sorted by time within groups), per-row structure inputs
-    `aux` (groups × rows × 2) per bucket, the centring β₀, and the static layout."""
+    `aux` (groups × rows × 2) per bucket, the centring β₀, the static layout, and Σ log w_i of prior
+    weights (rows then already scaled by √w_i: log|R_g| gains −Σ_g log w_i)."""
 
     buckets: tuple
     aux: tuple
@@ -46,6 +48,7 @@ class ResidualData:
     n_slots: int = field(metadata=dict(static=True))
     structure: FactorStructure = field(metadata=dict(static=True))
     stacked: bool = field(default=False, metadata=dict(static=True))
+    log_weights: float = 0.0
 
     def with_response(self, ys: tuple, beta0) -> "ResidualData":
         """The same model with other padded responses (one (groups × rows) array per bucket)."""
@@ -54,7 +57,13 @@ class ResidualData:
 
 
 def residual_data(design: Design, values: dict, correlation, variance) -> ResidualData:
-    """Bind the structures to the design's rows (`values`: column → values in the design's row order)."""
+    """Bind the structures to the design's rows (`values`: column → values in the design's row order;
+    prior weights under PRIOR_WEIGHTS scale the rows by √w, a fixed factor of each row's residual sd)."""
+    if PRIOR_WEIGHTS in values:
+        w = np.asarray(values[PRIOR_WEIGHTS], dtype=float)
+        data = residual_data(weighted_design(design, w, np.zeros_like(w)),
+                             {k: v for k, v in values.items() if k != PRIOR_WEIGHTS}, correlation, variance)
+        return dataclasses.replace(data, log_weights=float(np.sum(np.log(w))))
     info = design.info
     if len(info.factors) > 1:
         raise NotYetSupportedError("residual structures need a single grouping factor "
@@ -194,7 +203,8 @@ def prepare(data: ResidualData):
 def whitened_stats(eta: jax.Array, data) -> tuple[lmm.Stats, jax.Array]:
     """lme4's sufficient statistics of the whitened model and Σ_g log|R_g| at η (`data`: from `prepare`)."""
     if isinstance(data, StackedStats):
-        return _stacked_whitened(eta, data)
+        stats, logdet = _stacked_whitened(eta, data)
+        return stats, logdet - data.data.log_weights
     res = data.residual
     buckets, logdet = [], jnp.zeros((), eta.dtype)
     for b, aux in zip(data.buckets, data.aux):
@@ -203,7 +213,7 @@ def whitened_stats(eta: jax.Array, data) -> tuple[lmm.Stats, jax.Array]:
         buckets.append(dataclasses.replace(b, X=T[..., :p], Z=T[..., p:p + q], y=T[..., -1]))
         logdet = logdet + jnp.sum(res.logdet(eta, aux, b.mask))
     parts = lmm.group_stats(tuple(buckets), data.beta0, data.n_slots)
-    return lmm.Stats(*parts, structure=data.structure), logdet
+    return lmm.Stats(*parts, structure=data.structure), logdet - data.log_weights
 
 
 def _stacked_whitened(eta: jax.Array, st: StackedStats) -> tuple[lmm.Stats, jax.Array]:
@@ -300,10 +310,14 @@ class Prepared:
 DESIGNS = DesignCache()
 
 
+PRIOR_WEIGHTS = "(weights)"  # the column of prior weights beside a residual correlation (see results.lmer)
+
+
 def prepare_design(formula: str, data: pd.DataFrame, correlation, variance) -> Prepared:
     """The design of `formula` on `data`'s rows with the structure columns present, reused from `DESIGNS`
-    while the columns it reads are unchanged."""
-    columns = structure_columns(correlation, variance)
+    while the columns it reads are unchanged (prior weights: a PRIOR_WEIGHTS column)."""
+    weighted = isinstance(data, pd.DataFrame) and PRIOR_WEIGHTS in data.columns
+    columns = structure_columns(correlation, variance) + ([PRIOR_WEIGHTS] if weighted else [])
 
     def build() -> tuple[Prepared, list]:
         design = build_design(formula, residual_rows(data, correlation, variance))
@@ -411,11 +425,11 @@ def simulate(model, nsim: int, seed: int) -> np.ndarray:
 @float64
 def scaled_residuals(model, kind: str) -> np.ndarray:
     """nlme's residuals(fit, type = kind) of a fit with a residual structure, rows as the model's data:
-    "pearson" r_i/(σd_i) (r = y − Xβ̂ − Zb̂); "normalized" those multiplied per group by the correlation's
+    "pearson" r_i√w_i/(σd_i) (r = y − Xβ̂ − Zb̂, w the prior weights); "normalized" those multiplied per group by the correlation's
     factor F_g (F_gᵀF_g = C_g⁻¹, nlme's: the inverse Cholesky factor for AR(1), Helmert for CompSymm)."""
     data, eta = model.residual.data, jnp.asarray(model.residual.eta)
     res = data.residual
-    r = model.info.y - model.fitted().to_numpy()
+    r = (model.info.y - model.fitted().to_numpy()) * np.sqrt(1.0 if model.prior is None else model.prior[0])
     out = np.zeros_like(r)
     for b, aux in zip(data.buckets, data.aux):
         rows, mask = np.asarray(b.rows), jnp.asarray(b.mask)

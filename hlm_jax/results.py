@@ -11,7 +11,7 @@ import pandas as pd
 from .design import Design, DesignError, NotYetSupportedError, build_design, factor_labels, term_group_names
 from .fit import ModelFit, fit_model
 from .messages import require_bool, warn
-from .residual_fit import ResidualFit, fit_residual_model, prepare_design, scaled_residuals
+from .residual_fit import PRIOR_WEIGHTS, ResidualFit, fit_residual_model, prepare_design, scaled_residuals
 from .residual_fit import simulate as residual_simulate
 from .likelihood.lmm import simulate_responses
 from .model.layout import ThetaLayout, theta_layout
@@ -41,12 +41,13 @@ def lmer(formula: str, data: pd.DataFrame, REML: bool = True, max_iter: int = 20
     weights: prior weights (residual variance σ²/w_i), a column name or one value per row, or a
     variance function (VarIdent, VarPower, VarExp: nlme's weights=); offset: a column name or values
     added to the linear predictor (also `offset(...)` terms in the formula); correlation: AR1, CAR1 or
-    CompSymm, nlme's residual correlation within the groups of the grouping factor."""
+    CompSymm, nlme's residual correlation within the groups of the grouping factor (with prior weights too:
+    nlme's weights = varFixed(~1/w))."""
     require_bool(REML, "REML")
-    if correlation is not None or isinstance(weights, VARIANCE_FUNCTIONS):
-        if offset is not None or (weights is not None and not isinstance(weights, VARIANCE_FUNCTIONS)):
-            raise NotYetSupportedError("prior weights or an offset together with a residual structure are not "
-                                       "supported yet")
+    residual = correlation is not None or isinstance(weights, VARIANCE_FUNCTIONS)
+    if residual and offset is not None:
+        raise NotYetSupportedError("an offset together with a residual structure is not supported yet")
+    if residual and (weights is None or isinstance(weights, VARIANCE_FUNCTIONS)):
         return _lmer_residual(formula, data, REML, max_iter, correlation, weights)
     frame = unique_rows(data)
     plain, _, offsets = split_offsets(formula)
@@ -57,6 +58,8 @@ def lmer(formula: str, data: pd.DataFrame, REML: bool = True, max_iter: int = 20
     if np.any(w == 0):
         raise DesignError(f"weights must be positive for lmer; row {frame.index[np.flatnonzero(w == 0)[0]]!r} has "
                           "weight 0 (drop such rows)")
+    if residual:  # prior weights beside a correlation: each row's residual sd has the fixed factor 1/√w
+        return _lmer_residual(formula, frame.assign(**{PRIOR_WEIGHTS: w}), REML, max_iter, correlation, None)
     design = build_design(plain, frame)
     pos = frame.index.get_indexer(design.info.row_index)
     return fit_design(design, REML, max_iter, prior=(w[pos], off[pos]))
@@ -66,9 +69,14 @@ def _lmer_residual(formula, data, REML, max_iter, correlation, variance) -> "Lme
     """lmer with nlme's residual structures (see `residual_fit`)."""
     prepared = prepare_design(formula, data, correlation, variance)
     raw, beta0, residual = fit_residual_model(prepared, prepared.values, correlation, variance, bool(REML), max_iter)
-    model = LmerModel(prepared.design, bool(REML), raw, beta0, residual=residual)
+    model = LmerModel(prepared.design, bool(REML), raw, beta0, _prior_weights(prepared.values), residual)
     model.warn_if_problematic()
     return model
+
+
+def _prior_weights(values: dict):
+    """`prior` (weights, offset) of a fit with a residual structure: its prior weights, or None."""
+    return None if PRIOR_WEIGHTS not in values else (values[PRIOR_WEIGHTS], np.zeros(len(values[PRIOR_WEIGHTS])))
 
 
 @float64
@@ -402,7 +410,7 @@ class LmerModel:
             return fit_design(self.design, REML, prior=self.prior)
         correlation, variance, values = self.residual.spec
         raw, beta0, residual = fit_residual_model(self.design, values, correlation, variance, bool(REML))
-        return LmerModel(self.design, bool(REML), raw, beta0, residual=residual)
+        return LmerModel(self.design, bool(REML), raw, beta0, self.prior, residual)
 
     def require_unweighted(self, what: str) -> None:
         """Refuse computations that do not know prior weights and offsets yet (they would simulate without them)."""
