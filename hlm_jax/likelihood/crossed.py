@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 
 import jax
 import jax.numpy as jnp
-from jax.scipy.linalg import solve_triangular
 
 from . import linalg
 from .lmm import PLS, Estimates, Stats, criterion, factor_block, fixed_block, relative_factor
@@ -162,8 +161,8 @@ def _assemble(first: Stats, lam1, L1, RZX1, cu1, logdet22, Q) -> PLS:
 def decompose(theta: jax.Array, stats: CrossedStats):
     """Blocked Cholesky factorisation at θ; returns (PLS of the whole model, extras for estimates)."""
     lam1, L1, RZX1, cu1, lams, A22, rhs = _dense_system(theta, stats)
-    L22 = jnp.linalg.cholesky(A22)
-    R2 = solve_triangular(L22, rhs, lower=True)
+    L22 = linalg.cholesky(A22)
+    R2 = linalg.solve_lower(L22, rhs)
     pls = _assemble(stats.first, lam1, L1, RZX1, cu1, 2.0 * linalg.log_diag_sum(L22), R2.T @ R2)
     return pls, (lams, L22, R2[:, :-1], R2[:, -1])
 
@@ -190,18 +189,18 @@ def estimates(theta: jax.Array, stats: CrossedStats, reml: jax.Array) -> tuple[E
     sigma2 = pls.r2 / (first.n - reml * p)
     RXinv = linalg.solve_lower(pls.RX, jnp.eye(p))
     vcov = sigma2 * RXinv.T @ RXinv
-    u2 = solve_triangular(L22, cu2 - RZX2 @ beta, lower=True, trans=1)
+    u2 = linalg.solve_upper_t(L22, (cu2 - RZX2 @ beta)[:, None])[:, 0]
     lam2_u2 = _apply_lambda2(u2, lams, stats)
     Ft_u = jnp.zeros_like(pls.cu).at[stats.cross_group].add(F * lam2_u2[stats.cross_row][:, None])
     u1 = linalg.solve_upper_t(pls.L, (pls.cu - jnp.einsum("gqi,i->gq", pls.RZX, beta) - Ft_u)[..., None])[..., 0]
     b1 = u1 @ pls.lam.T
     L21 = apply_lambda2_t(_dense_F(F, stats), lams, stats)  # (Q₂, l₁ q₁)
-    K = solve_triangular(L22, L21, lower=True).reshape(stats.Q2, -1, first.q)
+    K = linalg.solve_lower(L22, L21).reshape(stats.Q2, -1, first.q)
     inner = jnp.eye(first.q) + jnp.einsum("rgi,rgj->gij", K, K)
     L1inv = linalg.solve_lower(pls.L, jnp.broadcast_to(jnp.eye(first.q), pls.L.shape))
     W = pls.lam @ linalg.mT(L1inv)
     b1_cov = sigma2 * W @ inner @ linalg.mT(W)
-    L22inv = solve_triangular(L22, jnp.eye(stats.Q2), lower=True)
+    L22inv = linalg.solve_lower(L22, jnp.eye(stats.Q2))
     b2_cov = tuple(sigma2 * cov for cov in _block_diagonal_cov(L22inv, lams, stats))
     est = Estimates(beta, jnp.sqrt(sigma2), vcov, b1, b1_cov, criterion(pls, first.n, p, reml))
     return est, lam2_u2, b2_cov

@@ -21,7 +21,6 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-from jax.scipy.linalg import solve_triangular
 
 from ..model.layout import FactorStructure
 from . import linalg
@@ -108,9 +107,9 @@ def factor_block(lam: jax.Array, ZtZ: jax.Array, ZtX: jax.Array, Zty: jax.Array)
 def fixed_block(XtX: jax.Array, Xty: jax.Array, yty: jax.Array, RZX_RZX: jax.Array, RZX_cu: jax.Array,
                 cu_cu: jax.Array):
     """R_X, c_β and r² once the random-effect rows are eliminated (their RZXᵀRZX, RZXᵀc_u, |c_u|²).
-    One p × p factorisation per fit: LAPACK's, which traces and compiles smaller than the unrolled form."""
-    RX = jnp.linalg.cholesky(XtX - RZX_RZX)
-    cb = solve_triangular(RX, Xty - RZX_cu, lower=True)
+    `linalg`'s factorisation, not LAPACK's: batched LAPACK calls can deadlock inside a batch's loop."""
+    RX = linalg.cholesky(XtX - RZX_RZX)
+    cb = linalg.solve_lower(RX, (Xty - RZX_cu)[:, None])[:, 0]
     return RX, cb, yty - cu_cu - jnp.sum(cb * cb)
 
 
