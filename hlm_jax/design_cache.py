@@ -9,6 +9,7 @@ never lost on a later call.
 """
 from __future__ import annotations
 
+import threading
 import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -55,30 +56,37 @@ def snapshot(data: pd.DataFrame, columns) -> Snapshot:
 
 
 class DesignCache:
-    """The last `size` builds, one per key (formula and options), each with the snapshot it was built from."""
+    """The last `size` builds, one per key (formula and options), each with the snapshot it was built from;
+    data whose read columns exceed `max_bytes` are not kept (their design would hold as much again).
+    One lock serialises lookups and builds (the warnings a build records are process-wide)."""
 
-    def __init__(self, size: int = 8):
-        self.size = size
+    def __init__(self, size: int = 8, max_bytes: int = 2 ** 28):
+        self.size, self.max_bytes = size, max_bytes
         self.entries: OrderedDict = OrderedDict()
+        self.lock = threading.Lock()
 
     def get(self, key, data: pd.DataFrame, build: Callable[[], tuple[object, list]]):
         """The value for `data`: the entry for `key` while it matches `data`, else `build()`'s value
         (`build` returns the value and the columns of `data` it read)."""
-        entry = self.entries.get(key)
-        if entry is not None and entry[0].matches(data):
-            self.entries.move_to_end(key)
-            return entry[1]
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            value, columns = build()
-        for w in caught:
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-        if not caught and all(isinstance(data.get(c), pd.Series) for c in columns):
-            self.entries[key] = (snapshot(data, columns), value)
-            self.entries.move_to_end(key)
-            while len(self.entries) > self.size:
-                self.entries.popitem(last=False)
-        return value
+        with self.lock:
+            entry = self.entries.get(key)
+            if entry is not None and entry[0].matches(data):
+                self.entries.move_to_end(key)
+                return entry[1]
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                value, columns = build()
+            for w in caught:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+            if not caught and all(isinstance(data.get(c), pd.Series) for c in columns):
+                kept = snapshot(data, columns)
+                if sum(values.nbytes for _, _, values in kept.columns) <= self.max_bytes:
+                    self.entries[key] = (kept, value)
+                    self.entries.move_to_end(key)
+                while len(self.entries) > self.size:
+                    self.entries.popitem(last=False)
+            return value
 
     def clear(self) -> None:
-        self.entries.clear()
+        with self.lock:
+            self.entries.clear()

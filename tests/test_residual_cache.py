@@ -62,3 +62,25 @@ def test_other_structures_share_the_design_and_keep_their_own_fits():
     assert fresh.design is not cs.design
     assert cs.loglik == fresh.loglik
     assert cs.residual_params["Rho"] == fresh.residual_params["Rho"]
+
+
+def test_the_cache_keeps_the_latest_entries_within_its_bounds():
+    from hlm_jax.design_cache import DesignCache
+
+    cache, builds = DesignCache(size=2, max_bytes=8 * 100), []
+
+    def build(tag):
+        def run():
+            builds.append(tag)
+            return tag, ["x"]
+        return run
+
+    small, large = pd.DataFrame({"x": np.arange(10.0)}), pd.DataFrame({"x": np.arange(200.0)})
+    assert [cache.get(k, small, build(k)) for k in "aba"] == ["a", "b", "a"]
+    assert builds == ["a", "b"]  # "a" reused
+    cache.get("c", small, build("c"))  # evicts the least recently used ("b")
+    cache.get("b", small, build("b2"))
+    assert builds == ["a", "b", "c", "b2"]
+    cache.get("d", large, build("d"))
+    cache.get("d", large, build("d2"))  # too large to keep
+    assert builds[-2:] == ["d", "d2"]
