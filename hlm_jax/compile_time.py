@@ -185,12 +185,26 @@ class Program:
 
     def _compile(self, key: str, args, static: dict, quick: bool) -> _Entry:
         """Compile now (the trace and lowering are JAX's, cached in memory) and keep it for the next process."""
-        hits = _cache_hits[0]
-        executable = self.jit.lower(*args, **static).compile(self.quick_options if quick else self.options)
-        path = self._file(key, quick)
+        hits, path = _cache_hits[0], self._file(key, quick)
+        with _jax_cache_keeps(path is None):
+            executable = self.jit.lower(*args, **static).compile(self.quick_options if quick else self.options)
         if path is not None and _cache_hits[0] == hits:  # one JAX loaded from its cache serializes incompletely
             _write(path, executable)
         return _Entry(executable, quick)
+
+
+@contextmanager
+def _jax_cache_keeps(keep: bool):
+    """JAX's persistent cache writes what compiles here only when `keep` (a program kept on disk by hlm_jax
+    is not serialized and written twice); it still reads it."""
+    option = "jax_persistent_cache_min_compile_time_secs"
+    previous = getattr(jax.config, option)
+    if not keep:
+        jax.config.update(option, float("inf"))
+    try:
+        yield
+    finally:
+        jax.config.update(option, previous)
 
 
 UPGRADE_CALLS = 10  # calls of a quick-compiled signature in one process before it is optimised (a loop)

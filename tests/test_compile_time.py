@@ -2,6 +2,8 @@
 kept on disk and loaded by a fresh process."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -76,15 +78,21 @@ def test_a_program_kept_on_disk_is_loaded_without_tracing_and_gives_the_same_num
 
 
 def test_a_program_loaded_from_jaxs_own_cache_is_not_kept_again(tmp_path, monkeypatch):
-    """XLA re-serializes an executable that JAX loaded from its persistent cache without its kernels."""
+    """XLA re-serializes an executable that JAX loaded from its persistent cache without its kernels; and a
+    program hlm_jax keeps is not also written to JAX's cache."""
     if not jax.config.jax_compilation_cache_dir:
         pytest.skip("JAX's persistent compilation cache is off")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     monkeypatch.delenv("HLM_JAX_NO_CACHE", raising=False)
-    _events_during(lambda: _program("twice")(np.eye(2), np.ones(2), power=1))
-    for path in (tmp_path / "hlm_jax" / "programs").glob("twice-*"):
-        path.unlink()
-    _events_during(lambda: _program("twice")(np.eye(2), np.ones(2), power=1))
+    jax_cache = Path(jax.config.jax_compilation_cache_dir)
+    before = set(jax_cache.iterdir()) if jax_cache.exists() else set()
+    _events_during(lambda: _program("kept")(np.eye(4), np.ones(4), power=1))
+    assert len(list((tmp_path / "hlm_jax" / "programs").glob("kept-*"))) == 1
+    assert not [p for p in set(jax_cache.iterdir()) - before if "solve" in p.name]
+    plain = _program("twice").jit   # plain jit: JAX compiles and writes its own cache entry
+    _events_during(lambda: plain(np.eye(2), np.ones(2), power=1))
+    out = _events_during(lambda: _program("twice")(np.eye(2), np.ones(2), power=1))[1]
+    np.testing.assert_allclose(out, np.full(2, 0.5 + SALT), rtol=1e-12)
     assert not list((tmp_path / "hlm_jax" / "programs").glob("twice-*"))
 
 
