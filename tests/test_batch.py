@@ -441,10 +441,3 @@ def test_bootstrap_of_an_ml_fit_refits_by_ml(sleep):
     np.testing.assert_allclose(boot.objective[i], single.objective, rtol=1e-10)
     np.testing.assert_allclose(boot.replicates.iloc[i, :3].to_numpy(), list(single.fixef) + [single.sigma],
                                rtol=1e-6)
-
-
-def test_fit_many_over_data_sets_with_several_factors_is_not_supported_yet():
-    """bootstrap, pb_test and fit_many(responses=) take several grouping factors (tests/test_batch_crossed.py);
-    a list of data sets with several factors is refused with a clear error."""
-    with pytest.raises(hj.NotYetSupportedError, match="list of data sets supports models with one grouping factor"):
-        hj.fit_many("diameter ~ 1 + (1 | plate) + (1 | sample)", [hj.datasets.load("penicillin")])

@@ -108,6 +108,45 @@ def test_fit_many_crossed_responses_equal_single_fits(pen_model, penicillin):
                                    single.layout.sd_cor(single.theta, single.sigma)[0], rtol=1e-6)
 
 
+
+def _assert_rows_equal_single_fits(table, formula, datasets, **kw):
+    for i, data in enumerate(datasets):
+        single = _fit(formula, data, **kw)
+        row = table.iloc[i]
+        assert row["converged"] and row["nobs"] == single.info.nobs and row["ngroups"] == single.info.n_groups
+        np.testing.assert_allclose(row["objective"], single.objective, rtol=1e-10)
+        names = list(single.fixef.index)
+        np.testing.assert_allclose(row[names].to_numpy(float), single.fixef.to_numpy(), rtol=1e-6, atol=1e-8)
+        np.testing.assert_allclose(row[[f"se_{n}" for n in names]].to_numpy(float), single.std_errors.to_numpy(),
+                                   rtol=1e-6)
+        np.testing.assert_allclose(row[["sigma"] + single.varcorr_names()].to_numpy(float),
+                                   [single.sigma] + list(single.layout.sd_cor(single.theta, single.sigma)[0]),
+                                   rtol=1e-6, atol=1e-8)
+
+
+def test_fit_many_over_crossed_data_sets_equals_single_fits(pen_model, penicillin):
+    """Data sets with their own levels (plates or a sample left out: padded to one shape) fitted in one
+    program equal hj.lmer on each (crossed, REML)."""
+    ys = pen_model.simulate(nsim=3, seed=5).to_numpy()
+    sets = [penicillin.assign(diameter=ys[:, i]) for i in range(3)] + [penicillin]
+    sets[1] = sets[1][~sets[1]["plate"].isin(["a", "b", "c"])]
+    sets[2] = sets[2][sets[2]["sample"] != "F"]
+    table = hj.fit_many(PENICILLIN, sets, progress=False)
+    assert list(table["ngroups"]) == [24, 21, 24, 24]
+    _assert_rows_equal_single_fits(table, PENICILLIN, sets)
+
+
+def test_fit_many_over_nested_data_sets_equals_single_fits():
+    """pastes and two subsets of its batches (nested casks), by ML; a data set whose grouping factors come in
+    another order (fewer levels of the first) is refused by name."""
+    pastes = hj.datasets.load("pastes")
+    sets = [pastes, pastes[pastes["batch"] != "A"], pastes[~pastes["batch"].isin(["B", "C", "D"])]]
+    table = hj.fit_many(PASTES, sets, REML=False, progress=False)
+    _assert_rows_equal_single_fits(table, PASTES, sets, REML=False)
+    with pytest.raises(hj.DesignError, match="data set 1 has fixed effects"):
+        hj.fit_many(PENICILLIN, [hj.datasets.load("penicillin"),
+                                 hj.datasets.load("penicillin").query("plate in ['a', 'b', 'c', 'd']")])
+
 @pytest.mark.slow
 def test_pb_test_of_a_crossed_variance_component_equals_single_fits(penicillin):
     """Testing (1 | sample): the statistic and a few bootstrap draws equal single ML fits' deviance differences."""

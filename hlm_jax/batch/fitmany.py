@@ -8,16 +8,18 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from ..design import DesignError, NotYetSupportedError, build_design, factor_codes
+from ..design import DesignError, build_design, factor_codes
 from ..formula import check_finite, parse_formula, response_values
 from ..messages import require_bool, warn
 from ..model.layout import theta_layout
 from ..precision import float64
-from ..scaling import Scales, column_scales, design_scales, rms, scale_design, theta_scales, z_scales
+from ..fit import crossed_stats
+from ..scaling import Scales, column_scales, design_scales, response_scale, rms, scale_design, theta_scales, z_scales
 from .program import run_given
 from .residual import residual_fit_many
 from .results import BatchWarning
-from .rows import crossed_target, row_statistics
+from .rows import CrossedTarget, crossed_target, row_statistics
+from .stacked import stack
 from .targets import Target, group_sums, make_target
 
 
@@ -129,8 +131,7 @@ def fit_many(formula: str, datasets=None, responses=None, REML: bool = True, chu
     template = build_design(formula, datasets[0])
     info = template.info
     if len(info.factors) > 1:
-        raise NotYetSupportedError("fit_many over a list of data sets supports models with one grouping factor; "
-                                   "for several, pass one data set and responses= (an n × m array)")
+        return _fit_crossed_datasets(formula, datasets, template, REML, chunk, progress, max_iter)
     used = info.parsed.variables
     frames = [_check_frame(d, i, used) for i, d in enumerate(datasets)]
     m = len(frames)
@@ -176,6 +177,49 @@ def fit_many(formula: str, datasets=None, responses=None, REML: bool = True, chu
     table = _table(info, info.fixed_names, fixef, out["se"], out, {"nobs": sizes, "ngroups": n_groups})
     table.attrs["timing"] = timing
     _report_failed(table, ok, "data set")
+    return table
+
+
+def _crossed_design(formula, data, i: int, template):
+    """Data set i's design, checked to have the first one's fixed effects and grouping factors (in order)."""
+    frame = _check_frame(data, i, template.info.parsed.variables)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            design = build_design(formula, frame)
+    except DesignError as exc:
+        raise DesignError(f"data set {i}: {exc}") from None
+    info, first = design.info, template.info
+    if info.fixed_names != first.fixed_names or [f.name for f in info.factors] != [f.name for f in first.factors]:
+        raise DesignError(f"data set {i} has fixed effects {list(info.fixed_names)} and grouping factors "
+                          f"{[f.name for f in info.factors]} (most levels first); data set 0 has "
+                          f"{list(first.fixed_names)} and {[f.name for f in first.factors]}")
+    return design
+
+
+def _fit_crossed_datasets(formula, datasets, template, REML, chunk, progress, max_iter) -> pd.DataFrame:
+    """fit_many over data sets with several grouping factors: each data set's own blocked-Cholesky statistics
+    (in common X and Z units, its own y units), padded to one shape (`stacked`) and fitted in one program."""
+    designs = [_crossed_design(formula, d, i, template) for i, d in enumerate(datasets)]
+    infos = [d.info for d in designs]
+    layout = theta_layout(template.info.terms)
+    columns = design_scales(template, layout)
+    ys = np.array([response_scale(info.y) for info in infos])
+    all_stats, beta0 = zip(*(crossed_stats(scale_design(d, Scales(columns.x, columns.z, y, columns.theta)))
+                             for d, y in zip(designs, ys)))
+    data = (stack(list(all_stats)),)
+    target = CrossedTarget(jax.tree_util.tree_map(lambda a: jnp.asarray(a[0]), data[0]), jnp.asarray(layout.start()),
+                           jnp.asarray(layout.lower, dtype=float), jnp.asarray(float(REML)))
+    sizes = np.array([info.nobs for info in infos])
+    dims = (max(info.n_groups + sum(f.n_levels * f.q for f in info.factors[1:]) for info in infos),
+            template.info.q, template.info.p, True)
+    out, timing = run_given(target, data, len(designs), chunk, progress, max_iter, "fit_many", dims)
+    out["beta"] = out["beta"] + np.array(beta0)
+    out = Scales(columns.x, columns.z, ys, columns.theta).unscale_batch(out, sizes, REML)
+    table = _table(template.info, template.info.fixed_names, out["beta"], out["se"], out,
+                   {"nobs": sizes, "ngroups": np.array([info.n_groups for info in infos])})
+    table.attrs["timing"] = timing
+    _report_failed(table, np.ones(len(designs), bool), "data set")
     return table
 
 

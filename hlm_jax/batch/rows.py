@@ -92,7 +92,12 @@ class CrossedTarget:
     derivatives = staticmethod(crossed_derivatives)
     estimates = staticmethod(crossed_estimates)
 
-    def stats(self, Zty, Z2ty, Xty, yty) -> crossed.CrossedStats:
+    def stats(self, *b) -> crossed.CrossedStats:
+        """One problem's statistics from its y-dependent parts (Z₁ᵀy, Z₂ᵀy, Xᵀy, yᵀy), or given whole
+        (one `CrossedStats`) when every problem has its own design."""
+        if len(b) == 1:
+            return b[0]
+        Zty, Z2ty, Xty, yty = b
         first = dataclasses.replace(self.template.first, Zty=Zty, Xty=Xty, yty=yty)
         return dataclasses.replace(self.template, first=first, Z2ty=Z2ty)
 
