@@ -152,9 +152,10 @@ def test_ar1_bootstrap_matches_nlme_refits_of_the_same_responses():
     np.testing.assert_allclose(-0.5 * table["objective"], [f["logLik"] for f in ref.values()], rtol=1e-6)
 
 
-@pytest.mark.parametrize("formula, kw", [(ORTHODONT, dict(weights=hj.VarIdent("Sex"))),
-                                         ("distance ~ age * Sex + (0 + age|Subject)", dict(correlation=hj.CompSymm()))],
-                         ids=["varident_stacked", "compsymm_padded"])
+@pytest.mark.parametrize("formula, kw", [
+    pytest.param(ORTHODONT, dict(weights=hj.VarIdent("Sex")), id="varident_stacked"),
+    pytest.param("distance ~ age * Sex + (0 + age|Subject)", dict(correlation=hj.CompSymm()), id="compsymm_padded",
+                 marks=pytest.mark.slow)])
 def test_fit_many_equals_one_lmer_fit_per_response(formula, kw, monkeypatch):
     """The slot queue (two slots for four responses, so slots are refilled) refits each response as lmer
     fits it alone: stacked statistics rebuilt for the new y (VarIdent), padded tensors (CompSymm)."""
