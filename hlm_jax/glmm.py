@@ -32,7 +32,7 @@ from .messages import warn
 from .model import agq, laplace
 from .model.family import Family, ResponseError, bad_rows
 from .model.layout import theta_layout
-from .optimize import initial_state, newton_step, verified
+from .optimize import forward_hessian, initial_state, minimize, newton_step, verified
 from .prior import evaluate, split_offsets, unique_rows, weights_and_offset
 
 RESPONSE = "glmer_response"
@@ -340,6 +340,18 @@ def fit_problem(problem: Problem, x0, lower, max_iter: int = 200):
 
     state, _, H, u = jax.lax.while_loop(going, step, (state, g, H, u))
     return state._replace(converged=verified(state)), H, modes_at(state.x, problem, u)
+
+
+def held_deviance(x, problem: Problem, onehot, value) -> jax.Array:
+    """The Laplace deviance with the coordinate marked by `onehot` held at `value` (a profile point)."""
+    return laplace_deviance(jnp.where(onehot, value, x), problem)
+
+
+@partial(jax.jit, static_argnames=("max_iter",), compiler_options=SINGLE_FIT_OPTIONS)
+def fit_held(problem: Problem, x0, lower, onehot, value, max_iter: int = 200):
+    """The deviance minimised over x with one coordinate held (the held one has no gradient or curvature, so
+    Newton leaves it): the optimiser's final state, `converged` verified."""
+    return minimize(held_deviance, x0, lower, (problem, onehot, value), max_iter=max_iter, derivs=forward_hessian)
 
 
 class ModeInfo(NamedTuple):

@@ -12,10 +12,12 @@ from scipy import stats as sps
 
 from .design import NotYetSupportedError, with_response
 from .fit import ModelFit
-from .glmm import (GlmmData, build_glmm, fit_problem, lower_bounds, make_problem, separation_check, serial_blas,
-                   start_values)
+from .glmm import (GlmmData, build_glmm, fit_held, fit_problem, lower_bounds, make_problem, separation_check,
+                   serial_blas, start_values)
+from .inference.profile import end_point
 from .glmm_batch import bootstrap_glmm, fit_many_glmm, pb_test_glmm
 from .likelihood.lmm import Estimates
+from .messages import warn
 from .model.family import make_family
 from .model.layout import theta_layout
 from .optimize import summarize
@@ -210,9 +212,13 @@ class GlmerModel(LmerModel):
         return f"<pre>{html.escape(self.summary())}</pre>"
 
     def confint(self, method: str = "wald", level: float = 0.95, **kw) -> pd.DataFrame:
-        """Wald intervals of the fixed effects (profile and bootstrap intervals are for lmer fits)."""
+        """Wald intervals of the fixed effects (default), or profile-likelihood intervals of the random
+        effects' sds and the fixed effects (method="profile", lme4's confint(method = "profile")); use
+        m.bootstrap() for bootstrap quantiles."""
+        if method == "profile":
+            return profile_glmm(self, level)
         if method != "wald":
-            raise ValueError("GLMM intervals: method='wald' (use m.bootstrap() for bootstrap quantiles)")
+            raise ValueError("GLMM intervals: method='wald' or 'profile' (use m.bootstrap() for bootstrap quantiles)")
         z = sps.norm.ppf(0.5 + level / 2)
         se = self.std_errors
         return pd.DataFrame({"lower": self.fixef - z * se, "upper": self.fixef + z * se})
@@ -242,6 +248,59 @@ class GlmerModel(LmerModel):
         gd = GlmmData(with_response(self.gd.design, y), self.family, self.gd.formula, np.asarray(y, float),
                       self.gd.w, self.gd.offset)
         return fit_glmm(gd, self.nAGQ)
+
+
+@float64
+def profile_zeta(m: GlmerModel, k: int):
+    """ζ(v) = sign(v − x̂_k) √(min deviance with x_k held at v − the fit's deviance), for coordinate k of
+    x = (θ, β) (lme4's profile ζ); remembers the lowest deviance it met (a check on the fit)."""
+    problem = make_problem(m.gd, n_agq=m.nAGQ)
+    onehot = np.arange(len(m._x)) == k
+    lower = lower_bounds(m.gd)
+    seen = [m.objective]
+
+    @float64
+    def zeta(v, _=None):
+        with serial_blas():
+            state = fit_held(problem, jnp.asarray(np.where(onehot, v, m._x)), jnp.asarray(lower), jnp.asarray(onehot),
+                             jnp.asarray(v, float))
+        if not bool(state.converged):
+            return np.nan
+        seen[0] = min(seen[0], float(state.f))
+        return float(np.sign(v - m._x[k]) * np.sqrt(max(float(state.f) - m.objective, 0.0)))
+
+    return zeta, seen
+
+
+@float64
+def profile_glmm(m: GlmerModel, level: float = 0.95) -> pd.DataFrame:
+    """Profile-likelihood intervals (lme4's confint(method = "profile", oldNames = FALSE)): rows sd_* per
+    random term, then the fixed effects. Each end is where |ζ| reaches the normal quantile, found by
+    `inference.profile.end_point` (bracketing, then Brent) over fits with that parameter held; an sd
+    whose ζ stays inside down to 0 gets the lower end 0. Random terms with one sd each (θ is the sd) only."""
+    if m.family.has_dispersion or any(f.q != 1 for f in m.info.factors):
+        raise NotYetSupportedError("profile intervals of GLMMs cover random terms with one sd each ((1 | g)) and "
+                                   "families without a dispersion; use method='wald' or m.bootstrap()")
+    target = sps.norm.ppf(0.5 + level / 2)
+    n_theta = m.layout.size
+    se = np.sqrt(np.maximum(2.0 * np.diag(np.linalg.pinv(m._hessian)), 0.0))
+    rows, lowest = [], m.objective
+    for k in range(len(m._x)):
+        zeta, seen = profile_zeta(m, k)
+        c_hat, step = float(m._x[k]), target * se[k] if np.isfinite(se[k]) and se[k] > 0 else 0.25
+        if k < n_theta:     # an sd: ≥ 0, its lower end 0 when ζ stays inside
+            lo = None if c_hat <= 1e-8 else end_point(zeta, float, c_hat, step, target, -1, 0.0, c_hat)
+            rows.append((0.0 if lo is None else lo, end_point(zeta, float, c_hat, step, target, +1, None, c_hat)))
+        else:
+            rows.append(tuple(end_point(zeta, float, c_hat, step, target, s, None, c_hat) for s in (-1, +1)))
+        lowest = min(lowest, seen[0])
+    if lowest < m.objective - 1e-6 * max(1.0, abs(m.objective)):
+        warn(f"profiling found a lower deviance ({lowest:.6f}) than the fit's ({m.objective:.6f}): the fit had "
+             "not converged; refit and profile again", RuntimeWarning)
+    names = m.varcorr_names() + list(m.fixef.index)
+    table_ = pd.DataFrame([(np.nan if a is None else a, np.nan if b is None else b) for a, b in rows],
+                          index=names, columns=["lower", "upper"])
+    return table_
 
 
 def _stat_text(v) -> str:

@@ -265,7 +265,7 @@ class _Profiler:
         return zeta
 
 
-def _end_point(zeta, to_natural, c_hat, step, target, sign, c_limit, x_hat, max_expand=40):
+def end_point(zeta, to_natural, c_hat, step, target, sign, c_limit, x_hat, max_expand=40):
     """Natural value where |ζ| = target on side `sign`, searching in the coordinate c (root by Brent);
     None when ζ stays below target up to the boundary c_limit."""
     seen = {c_hat: -target}
@@ -320,7 +320,7 @@ def profile_intervals(model, level: float = 0.95, which: list[str] | None = None
             continue
         kind = prof.params[k][0]
         zeta, x_hat = prof.variance_zeta_fn(k)
-        # first steps: ζ is close to linear on these scales and _end_point extrapolates it from there
+        # first steps: ζ is close to linear on these scales and end_point extrapolates it from there
         if kind == COR:  # searched on the correlation itself, which may sit at ±1
             step, to_natural, c_hat, limits, bounds = COR_STEP, float, x_hat, (-BOUNDARY_COR, BOUNDARY_COR), (-1.0, 1.0)
         elif x_hat <= 1e-6 * ml.sigma:  # an sd estimated at 0: search upwards on the sd itself
@@ -331,8 +331,8 @@ def profile_intervals(model, level: float = 0.95, which: list[str] | None = None
                 (np.log(x_hat) - 40.0, np.log(x_hat) + 40.0), (0.0, np.inf)
         at_lower = (kind == SD and x_hat <= 1e-6 * ml.sigma) or (kind == COR and x_hat <= -BOUNDARY_COR)
         at_upper = kind == COR and x_hat >= BOUNDARY_COR  # an estimate on the bound: that end is the bound
-        lo = None if at_lower else _end_point(zeta, to_natural, c_hat, step, target, -1, limits[0], x_hat)
-        hi = None if at_upper else _end_point(zeta, to_natural, c_hat, step, target, +1, limits[1], x_hat)
+        lo = None if at_lower else end_point(zeta, to_natural, c_hat, step, target, -1, limits[0], x_hat)
+        hi = None if at_upper else end_point(zeta, to_natural, c_hat, step, target, +1, limits[1], x_hat)
         rows[name] = (bounds[0] if lo is None else lo, bounds[1] if hi is None else hi)
         pbar.update(1)
     se = ml.std_errors.to_numpy()
@@ -341,8 +341,8 @@ def profile_intervals(model, level: float = 0.95, which: list[str] | None = None
             continue
         zeta = prof.fixed_zeta_fn(j)
         b_hat = float(ml.fixef.iloc[j])
-        lo = _end_point(zeta, float, b_hat, target * se[j], target, -1, None, b_hat)
-        hi = _end_point(zeta, float, b_hat, target * se[j], target, +1, None, b_hat)
+        lo = end_point(zeta, float, b_hat, target * se[j], target, -1, None, b_hat)
+        hi = end_point(zeta, float, b_hat, target * se[j], target, +1, None, b_hat)
         rows[name] = (-np.inf if lo is None else lo, np.inf if hi is None else hi)
         pbar.update(1)
     pbar.close()
