@@ -6,7 +6,9 @@
 
 Computations run in float64 inside a `jax.enable_x64` context: the user's global
 JAX setting is not changed. JAX's persistent compilation cache is switched on
-(under ~/.cache/hlm_jax) unless the user configured one or set HLM_JAX_NO_CACHE=1.
+(under ~/.cache/hlm_jax) unless the user configured one or set HLM_JAX_NO_CACHE=1;
+hlm_jax's main programs are also kept there compiled (`compile_time.Program`), so a
+fresh process loads them instead of tracing and compiling (HLM_JAX_NO_CACHE=1: neither).
 """
 from __future__ import annotations
 
