@@ -1,11 +1,13 @@
-"""GLMMs side by side with lme4's glmer (issue 15): cbpp, a crossed binomial (VerbAgg), a cbpp bootstrap.
+"""GLMMs side by side with lme4's glmer (issue 15): cbpp, a crossed binomial (VerbAgg), a cbpp bootstrap and
+cbpp's profile-likelihood intervals.
 
     python benchmarks/bench_glmm.py            # lme4 through Rscript in the same run
     python benchmarks/bench_glmm.py --boot 1000
 
 "warm" is the median of five calls after the first; "compile" is the first call minus warm (JAX's
 persistent compilation cache is off for this script). lme4's times are the median of five glmer calls
-after a warm-up, and bootMer on a fraction of the replicates scaled up (the table says so).
+after a warm-up, bootMer on a fraction of the replicates scaled up (the table says so), and one
+confint(method = "profile") after a warm-up.
 """
 from __future__ import annotations
 
@@ -50,6 +52,8 @@ cat("verbagg", med(function() glmer({va_f}, va, family = binomial)), "\\n")
 m <- glmer({cbpp_f}, cbpp, family = binomial)
 t <- system.time(suppressMessages(suppressWarnings(bootMer(m, function(x) fixef(x), nsim = {nboot}))))[["elapsed"]]
 cat("boot", t, "\\n")
+invisible(confint(m, method = "profile"))
+cat("profile", system.time(suppressMessages(confint(m, method = "profile")))[["elapsed"]], "\\n")
 """
 
 
@@ -84,6 +88,8 @@ def main() -> None:
     m = hj.glmer(CBPP, cbpp)
     first, warm = timed(lambda: m.bootstrap(n=args.boot, seed=1, progress=False), repeats=3)
     rows.append((f"cbpp bootstrap, {args.boot} refits", first - warm, warm, "boot"))
+    first, warm = timed(lambda: m.confint(method="profile"))
+    rows.append(("cbpp confint(method='profile')", first - warm, warm, "profile"))
     peer = lme4_times(args.lme4_boot) or {}
     if "boot" in peer:
         peer["boot"] *= args.boot / args.lme4_boot
