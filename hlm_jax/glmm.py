@@ -232,7 +232,8 @@ def laplace_terms(x, problem: Problem, u0=None):
 
 def make_problem(gd: GlmmData, y: np.ndarray | None = None, grouped: bool = False, n_agq: int = 1) -> Problem:
     """The Laplace problem of a GLMM (optionally with another response y, e.g. a bootstrap draw); grouped=True
-    evaluates a one-factor model over the padded per-group tensors, n_agq > 1 asks for quadrature."""
+    evaluates a one-factor model over the padded per-group tensors, n_agq > 1 asks for quadrature. Row
+    arrays stay numpy: the compiled fit takes them in one transfer."""
     if n_agq > 1 and (len(gd.design.info.factors) > 1 or gd.design.info.q > 1):
         raise NotYetSupportedError(f"nAGQ = {n_agq} needs a single scalar random effect (one term (1 | g)), "
                                    "as in lme4; use nAGQ = 1 (the Laplace approximation)")
@@ -245,7 +246,7 @@ def make_problem(gd: GlmmData, y: np.ndarray | None = None, grouped: bool = Fals
     if len(info.factors) == 1 and grouped:
         buckets = tuple(_bucket(b, y, gd.w, gd.offset) for b in gd.design.buckets)
         return Problem(buckets, None, None, gd.family, layout.size, structures, qs, levels)
-    rows = GlmRows(jnp.asarray(info.X), jnp.asarray(y), jnp.asarray(gd.w), jnp.asarray(gd.offset))
+    rows = GlmRows(np.asarray(info.X), np.asarray(y, float), np.asarray(gd.w, float), np.asarray(gd.offset, float))
     return Problem((), rows, random_rows(info), gd.family, layout.size, structures, qs, levels, n_agq)
 
 
@@ -262,8 +263,8 @@ def random_rows(info) -> laplace.RandomRows:
     idx2 = np.concatenate([np.zeros((info.nobs, 0), np.int64)] + [offsets[k] + f.codes[:, None] * f.q + np.arange(f.q)
                                                                  for k, f in enumerate(others)], axis=1)
     starts = np.cumsum([0] + [f.q for f in others])
-    return laplace.RandomRows(jnp.asarray(first.codes), jnp.asarray(first.Z), jnp.asarray(idx2),
-                              jnp.asarray(np.concatenate([np.zeros((info.nobs, 0))] + [f.Z for f in others], axis=1)), first.n_levels,
+    return laplace.RandomRows(np.asarray(first.codes), np.asarray(first.Z), idx2,
+                              np.concatenate([np.zeros((info.nobs, 0))] + [f.Z for f in others], axis=1), first.n_levels,
                               int(offsets[-1]), tuple((int(starts[k]), f.q) for k, f in enumerate(others)))
 
 

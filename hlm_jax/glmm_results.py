@@ -53,7 +53,7 @@ def fit_glmm(gd: GlmmData, nAGQ: int = 1, max_iter: int = 200, x0=None) -> "Glme
     """Fit a GLMM whose data are already built (also used with a new response), from x0 or the GLM fit."""
     problem = make_problem(gd, n_agq=int(nAGQ))
     x0 = start_values(gd)[0] if x0 is None else x0
-    x0, lower = jnp.asarray(x0), jnp.asarray(lower_bounds(gd))
+    x0, lower = np.asarray(x0, float), lower_bounds(gd)
     with serial_blas():
         state, H, modes = jax.block_until_ready(fit_problem(problem, x0, lower, max_iter=max_iter))
     model = GlmerModel(gd, jax.tree_util.tree_map(np.asarray, state), np.asarray(H),
