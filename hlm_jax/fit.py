@@ -5,11 +5,11 @@ similar size reuses the compiled program instead of recompiling.
 """
 from __future__ import annotations
 
+import dataclasses
 from functools import partial
 from typing import NamedTuple
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import scipy.sparse as sp
 
@@ -145,18 +145,18 @@ def _dense_cross(row, group, val, pair_a, pair_b, Q2: int, n_slots: int):
 
 
 def _pairs_within_groups(group: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """All pairs a ≤ b (in sorted position) of entries with the same group, in any entry order."""
+    """All pairs a ≤ b (in sorted position) of entries with the same group, in any entry order: for the
+    entry at sorted position i, its partners are positions i, ..., the end of its group. Only arrays of
+    the number of pairs P are made (int32 while positions fit), not of Σ counts² ≈ 2P."""
     order = np.argsort(group, kind="stable")
-    counts = np.bincount(group)
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    per_entry = counts[group[order]]
-    a = np.repeat(order, per_entry)
-    first = np.repeat(starts[group[order]], per_entry)
-    within = np.arange(per_entry.sum()) - np.repeat(np.cumsum(per_entry) - per_entry, per_entry)
-    position = np.repeat(np.arange(len(order)), per_entry)
-    upper = first + within >= position
-    b = order[first + within]
-    return a[upper], b[upper]
+    E = len(order)
+    index = np.int32 if E < 2 ** 31 else np.int64
+    partners = (np.cumsum(np.bincount(group))[group[order]] - np.arange(E)).astype(index)
+    a = np.repeat(np.arange(E, dtype=index), partners)
+    first_pair = np.cumsum(partners, dtype=np.int64) - partners
+    b = a + (np.arange(a.size, dtype=np.int64) - np.repeat(first_pair, partners)).astype(index)
+    order = order.astype(index)
+    return order[a], order[b]
 
 
 def _check_memory(Q2: int, E: int, n_pairs: int, others) -> None:
@@ -207,6 +207,8 @@ def wide_stats(design: Design, first: Stats, beta0: np.ndarray) -> wide.WideStat
     border = np.argsort(row[a] >= Q2, kind="stable")  # pairs touching the other factors' rows first
     a, b = a[border], b[border]
     layout = theta_layout(info.terms)
+    G = first.ZtZ.shape[0]  # the wide criterion needs only the first factor's ZᵀZ: its ZᵀX is not carried
+    first = dataclasses.replace(first, ZtX=np.zeros((G, q1, 0)), XtX=np.zeros((0, 0)), Xty=np.zeros(0))
     return wide.WideStats(first, fixed.gram(R), row.astype(np.int32), group.astype(np.int32), cross_val,
                           row[a].astype(np.int32), row[b].astype(np.int32),
                           group[a].astype(np.int32), cross_val[a][:, :, None] * cross_val[b][:, None, :], float(n),
@@ -223,12 +225,17 @@ def fit_wide(stats: wide.WideStats, theta0: jax.Array, lower: jax.Array, reml: j
     return state, wide.estimates(state.x, stats, reml)
 
 
+def _wide_problem(design: Design) -> tuple[wide.WideStats, np.ndarray]:
+    """The wide statistics and β₀ (the first factor's dense statistics are dropped on return)."""
+    first, beta0 = design_stats(design)
+    return wide_stats(design, first, beta0), beta0
+
+
 def _fit_sparse(design: Design, args, max_iter: int) -> tuple[ModelFit, np.ndarray]:
     """The wide path: θ̂ and the estimates from `likelihood.wide`."""
     info = design.info
     G = info.n_groups
-    stats, beta0 = design_stats(design)
-    w = wide_stats(design, stats, beta0)
+    w, beta0 = _wide_problem(design)
     state, (est, b2, b2_covs) = jax.tree_util.tree_map(np.asarray, fit_wide(w, *args, max_iter=max_iter))
     modes, covs = [est.b[:G]], [est.b_cov[:G]]
     for (offset, levels, q, *_), cov in zip(w.blocks, b2_covs):
