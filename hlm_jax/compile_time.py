@@ -112,14 +112,15 @@ def _prepare_lapack() -> None:
 
 def _signature(args, static: dict) -> str | None:
     """The arguments' structure, shapes, dtypes and the static values as text; None when some part has no
-    stable text (an object printed with its address) or an argument is being traced (then JAX's jit serves)."""
+    stable, complete text (an object printed with its address, a long array printed in part) or an argument is
+    being traced (then JAX's jit serves)."""
     leaves, tree = jax.tree_util.tree_flatten(args)
     if any(isinstance(x, jax.core.Tracer) for x in leaves):  # called inside another traced function
         return None
     avals = [(np.shape(x), str(x.dtype if hasattr(x, "dtype") else np.result_type(x)),
               bool(getattr(x, "weak_type", False))) for x in leaves]
     text = repr((str(tree), avals, sorted(static.items()), jax.config.jax_enable_x64))
-    return None if " at 0x" in text else text
+    return None if " at 0x" in text or "..." in text else text  # an address, or numpy's elided array text
 
 
 @dataclass
@@ -155,7 +156,7 @@ class Program:
             entry = self._loaded[key] = self._load(key) or self._compile(key, args, static, quick)
         entry.calls += 1
         if entry.quick and entry.calls >= UPGRADE_CALLS:
-            entry = self._loaded[key] = self._compile(key, args, static, quick=False)
+            entry = self._loaded[key] = self._load(key, optimised_only=True) or self._compile(key, args, static, False)
         return entry.executable(*args)
 
     def _file(self, key: str, quick: bool) -> str | None:
@@ -165,9 +166,9 @@ class Program:
         name = self.name + (".quick" if quick else "")
         return os.path.join(folder, f"{name}-{fingerprint()[:16]}-{hashlib.sha256(key.encode()).hexdigest()[:24]}")
 
-    def _load(self, key: str) -> _Entry | None:
+    def _load(self, key: str, optimised_only: bool = False) -> _Entry | None:
         """The executable kept on disk, the optimised one first; None when neither is there (or readable)."""
-        for quick in (False, True) if self.quick_options is not None else (False,):
+        for quick in (False, True) if self.quick_options is not None and not optimised_only else (False,):
             path = self._file(key, quick)
             if path is None or not os.path.exists(path):
                 continue

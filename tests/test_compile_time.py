@@ -120,7 +120,11 @@ def test_a_quick_compile_serves_the_first_calls_and_the_optimised_one_the_rest(t
     program = _program("tiers")
     program.quick_options = ONCE
     a, b = np.eye(5) * 2, np.arange(5.0)   # shapes no other test compiles (JAX's cache would serve them)
-    outs = [_events_during(lambda: program(a, b, power=1)) for _ in range(UPGRADE_CALLS + 1)]
+    outs = [_events_during(lambda: program(a, b, power=1))]
+    other = _program("tiers")   # another process, started while only the quick program was kept
+    other.quick_options = ONCE
+    assert _events_during(lambda: other(a, b, power=1))[0] == []
+    outs += [_events_during(lambda: program(a, b, power=1)) for _ in range(UPGRADE_CALLS)]
     compiles = [events.count("/jax/core/compile/backend_compile_duration") for events, _ in outs]
     assert compiles == [1] + [0] * (UPGRADE_CALLS - 2) + [1, 0]   # quick, then optimised on the last quick call
     for _, out in outs:
@@ -130,6 +134,8 @@ def test_a_quick_compile_serves_the_first_calls_and_the_optimised_one_the_rest(t
     fresh = _program("tiers")
     fresh.quick_options = ONCE
     assert _events_during(lambda: fresh(a, b, power=1))[0] == []   # a new process loads the optimised one
+    upgrades = [_events_during(lambda: other(a, b, power=1))[0] for _ in range(UPGRADE_CALLS - 1)]
+    assert upgrades == [[]] * (UPGRADE_CALLS - 1)   # the other process's upgrade finds it on disk too
 
 
 def test_a_model_of_the_same_shape_with_other_names_reuses_the_compiled_fit(sleepstudy, tmp_path, monkeypatch):
