@@ -8,9 +8,8 @@ The parameters are x = (θ, β[, log φ]) and the objective is −2 × the Lapla
 """
 from __future__ import annotations
 
-from contextlib import nullcontext
 from dataclasses import dataclass, field
-from functools import cache, partial
+from functools import partial
 from typing import NamedTuple
 
 import jax
@@ -18,11 +17,6 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 from scipy.optimize import linprog
-
-try:
-    from threadpoolctl import ThreadpoolController
-except ImportError:      # optional: without it BLAS keeps its own threading
-    ThreadpoolController = None
 
 from .design import Design, DesignError, NotYetSupportedError, build_design
 from .compile_time import ONCE
@@ -38,20 +32,6 @@ from .prior import evaluate, split_offsets, unique_rows, weights_and_offset
 
 RESPONSE = "glmer_response"
 GTOL, MAX_STEP = 1e-10, 0.5     # the Newton iteration's tolerance and step cap (optimize.minimize's defaults)
-
-
-@cache
-def _blas_controller():
-    return ThreadpoolController()
-
-
-def serial_blas():
-    """A context in which BLAS and LAPACK run on one thread. A GLMM fit calls LAPACK on small matrices
-    only, and multi-threaded OpenBLAS leaves worker threads spinning on the cores XLA computes on: on a
-    loaded machine the VerbAgg fit took 0.32 s with them and 0.10 s without."""
-    if ThreadpoolController is None:
-        return nullcontext()
-    return _blas_controller().limit(limits=1, user_api="blas")
 
 
 class SeparationWarning(UserWarning):

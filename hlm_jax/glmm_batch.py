@@ -24,7 +24,7 @@ from .batch import BatchWarning, BootstrapResult, PBTest
 from .batch.devices import chunk_size, mesh, on_cpu, slot_width
 from .batch.program import bytes_per_problem, run_chunks
 from .design import DesignError
-from .glmm import Problem, derivatives, laplace_deviance, make_problem, serial_blas
+from .glmm import Problem, derivatives, laplace_deviance, make_problem
 from .messages import warn
 from .optimize import batch_converged, minimize_queue
 from .precision import float64
@@ -84,8 +84,7 @@ def fit_responses(model, ys: np.ndarray, max_iter: int = 100, chunk: int | None 
                             iters, width=glmm_width())
         return dict(x=state.x, objective=state.f, converged=batch_converged(state), iterations=state.iterations)
 
-    with serial_blas():
-        out, timing = run_chunks(n, per_dev, progress, "GLMM refits", fit_chunk)
+    out, timing = run_chunks(n, per_dev, progress, "GLMM refits", fit_chunk)
     return out | {"timing": timing}
 
 

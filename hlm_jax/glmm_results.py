@@ -13,7 +13,7 @@ from scipy import stats as sps
 from .design import NotYetSupportedError, with_response
 from .fit import ModelFit
 from .glmm import (GlmmData, build_glmm, fit_held, fit_problem, lower_bounds, make_problem, separation_check,
-                   serial_blas, start_values)
+                   start_values)
 from .inference.profile import end_point
 from .glmm_batch import bootstrap_glmm, fit_many_glmm, pb_test_glmm
 from .likelihood.lmm import Estimates
@@ -41,8 +41,7 @@ def glmer(formula: str, data: pd.DataFrame, family="binomial", weights=None, off
     fam = make_family(family, link)
     gd = build_glmm(formula, data, fam, weights, offset)
     info = gd.design.info
-    with serial_blas():
-        x0, glm_converged = start_values(gd)
+    x0, glm_converged = start_values(gd)
     if not glm_converged:   # the linear program only runs when the GLM fit hints at separation
         separation_check(info.X, gd.y, gd.w, info.fixed_names, fam)
     return fit_glmm(gd, nAGQ, max_iter, x0)
@@ -54,8 +53,7 @@ def fit_glmm(gd: GlmmData, nAGQ: int = 1, max_iter: int = 200, x0=None) -> "Glme
     problem = make_problem(gd, n_agq=int(nAGQ))
     x0 = start_values(gd)[0] if x0 is None else x0
     x0, lower = np.asarray(x0, float), lower_bounds(gd)
-    with serial_blas():
-        state, H, modes = jax.block_until_ready(fit_problem(problem, x0, lower, max_iter=max_iter))
+    state, H, modes = fit_problem(problem, x0, lower, max_iter=max_iter)
     model = GlmerModel(gd, jax.tree_util.tree_map(np.asarray, state), np.asarray(H),
                        jax.tree_util.tree_map(np.asarray, modes), nAGQ)
     model.warn_if_problematic()
@@ -261,9 +259,8 @@ def profile_zeta(m: GlmerModel, k: int):
 
     @float64
     def zeta(v, _=None):
-        with serial_blas():
-            state = fit_held(problem, jnp.asarray(np.where(onehot, v, m._x)), jnp.asarray(lower), jnp.asarray(onehot),
-                             jnp.asarray(v, float))
+        state = fit_held(problem, jnp.asarray(np.where(onehot, v, m._x)), jnp.asarray(lower), jnp.asarray(onehot),
+                         jnp.asarray(v, float))
         if not bool(state.converged):
             return np.nan
         seen[0] = min(seen[0], float(state.f))
