@@ -170,7 +170,7 @@ class Program:
         """The executable kept on disk, the optimised one first; None when neither is there (or readable)."""
         for quick in (False, True) if self.quick_options is not None and not optimised_only else (False,):
             path = self._file(key, quick)
-            if path is None or not os.path.exists(path):
+            if path is None or not os.path.exists(path) or not _private(path):
                 continue
             start = time.perf_counter()
             try:
@@ -214,13 +214,27 @@ UPGRADE_CALLS = 10  # calls of a quick-compiled signature in one process before 
 STALE_SECONDS = 86400  # files of another version of hlm_jax or JAX older than this are removed on a write
 
 
+def _private(path: str) -> bool:
+    """Whether `path` and its folder belong to this user and no one else may write them: a kept program is
+    unpickled, so a file another user could have written is never loaded (nor a folder of theirs written)."""
+    if not hasattr(os, "getuid"):
+        return True
+    for place in (path, os.path.dirname(path)):
+        info = os.stat(place)
+        if info.st_uid != os.getuid() or info.st_mode & 0o022:
+            return False
+    return True
+
+
 def _write(path: str, executable) -> None:
     """Serialize an executable to `path` (name-version-key) atomically and remove the same program's files of
     other versions not written for a day; a program that cannot be serialized is not kept."""
     folder, name = os.path.split(path)
     try:
         payload = pickle.dumps(serialize_executable.serialize(executable))
-        os.makedirs(folder, exist_ok=True)
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+        if not _private(folder):
+            return
         program, version, _ = name.rsplit("-", 2)
         for old in os.scandir(folder):
             if (old.name.startswith(program + "-") and old.name.count("-") == name.count("-")

@@ -160,3 +160,18 @@ def test_a_program_called_inside_a_traced_function_is_traced_with_it():
     traced = _events_during(lambda: jax.jit(lambda b: program(a, b, power=1))(b))[1]
     np.testing.assert_allclose(traced, direct, rtol=1e-12)
     np.testing.assert_allclose(direct, b / 10 + SALT, rtol=1e-12)
+
+
+def test_a_kept_program_that_others_could_write_is_not_loaded(tmp_path, monkeypatch):
+    """A kept program is unpickled: a file (or folder) writable by other users is compiled afresh instead."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.delenv("HLM_JAX_NO_CACHE", raising=False)
+    a, b = np.eye(3), np.ones(3)
+    _events_during(lambda: _program("shared")(a, b, power=1))
+    folder = tmp_path / "hlm_jax" / "programs"
+    assert folder.stat().st_mode & 0o077 == 0   # created private
+    (kept,) = folder.glob("shared-*")
+    kept.chmod(0o666)
+    events, out = _events_during(lambda: _program("shared")(a, b, power=1))
+    assert "/jax/core/compile/jaxpr_trace_duration" in events   # not loaded: traced and compiled again
+    assert out == pytest.approx(np.full(3, 0.5 + SALT), rel=1e-12)
