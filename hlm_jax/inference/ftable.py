@@ -15,9 +15,9 @@ import pandas as pd
 from scipy import stats as sps
 
 from .. import fixed
-from ..design import NotYetSupportedError
 from ..report import format_pvalues, table_text
 from .ddf import canonical_method, kenward_roger_pieces, satterthwaite_pieces
+from .type3 import type3_contrasts
 
 
 @dataclass
@@ -49,16 +49,10 @@ def _cell(column: str, value) -> str:
 
 
 def marginal_table(model, ddf: str = "satterthwaite") -> FTable:
-    """lmerTest's type III table (anova(m, type = 3)) for models whose terms are not marginal to one
-    another: each term is tested by its own coefficients (L selects its columns). With interactions,
-    lmerTest's type III contrasts depend on the coding and are not computed here."""
-    info = model.info
-    sets = [set(t.split(":")) for t, _ in _terms(info)]
-    nested = [t for (t, _), a in zip(_terms(info), sets) if any(a < b for b in sets)]
-    if nested:
-        raise NotYetSupportedError(f"type 3 tests of {', '.join(nested)}, a term contained in an interaction, "
-                                   "are not computed yet (use the sequential table, type=1)")
-    return _contrast_table(model, ddf, lambda mine: np.eye(info.p)[mine], "Type III")
+    """lmerTest's type III table (anova(m, type = 3)): each term tested by lmerTest's type III contrast
+    (its columns made orthogonal to those of the terms containing it; see type3.py)."""
+    contrasts = type3_contrasts(model.info)
+    return _contrast_table(model, ddf, lambda term, mine: contrasts[term], "Type III")
 
 
 def sequential_table(model, ddf: str | None = None) -> FTable:
@@ -68,7 +62,7 @@ def sequential_table(model, ddf: str | None = None) -> FTable:
     Satterthwaite's method (lmerTest's contestMD) or Kenward-Roger's (pbkrtest's adjusted vcov, Lb_ddf)."""
     if ddf is not None:
         U = np.linalg.cholesky(fixed.gram(model.info.X)).T
-        return _contrast_table(model, ddf, lambda mine: U[mine], "Type I")
+        return _contrast_table(model, ddf, lambda term, mine: U[mine], "Type I")
     V = model.vcov.to_numpy()
     sigma2 = model.sigma ** 2
     U = np.linalg.cholesky(sigma2 * np.linalg.inv(V)).T  # R_X: R_XᵀR_X = σ² vcov⁻¹
@@ -92,14 +86,14 @@ def _terms(info):
 
 
 def _contrast_table(model, ddf: str, contrast, kind: str) -> FTable:
-    """F, NumDF, DenDF and Pr(>F) per term for the contrast rows `contrast(mask of the term's columns)`."""
+    """F, NumDF, DenDF and Pr(>F) per term for the contrast rows `contrast(term label, mask of its columns)`."""
     method = canonical_method(ddf)
     pieces = satterthwaite_pieces(model) if method == "satterthwaite" else kenward_roger_pieces(model)
     beta = model.fixef.to_numpy()
     sigma2 = model.sigma ** 2
     rows = []
     for term, mine in _terms(model.info):
-        L = contrast(mine)
+        L = contrast(term, mine)
         if method == "satterthwaite":
             F, q, den = _satterthwaite_f(L, beta, pieces)
         else:
