@@ -15,7 +15,7 @@ import scipy.sparse as sp
 
 from . import fixed
 from .design import Design, DesignError, bucket_length, with_response
-from .likelihood import crossed, wide
+from .likelihood import crossed, crossed_newton, wide
 from .model.layout import theta_layout
 from .likelihood.lmm import Estimates, Stats, estimates, objective
 from .optimize import NewtonState, minimize, minimize_then_polish
@@ -173,9 +173,10 @@ def _check_memory(Q2: int, E: int, n_pairs: int, others) -> None:
 @partial(jax.jit, static_argnames=("max_iter",), compiler_options=SINGLE_FIT_OPTIONS)
 def fit_crossed(stats: crossed.CrossedStats, theta0: jax.Array, lower: jax.Array, reml: jax.Array,
                 max_iter: int = 200):
-    """`fit_stats` for several grouping factors: θ̂ and the estimates at θ̂. The dense Cholesky factor
-    makes a Hessian cost several gradients, so BFGS does most of the way and Newton finishes."""
-    state = minimize_then_polish(crossed.objective, theta0, lower, (stats, reml), max_iter=max_iter)
+    """`fit_stats` for several grouping factors: θ̂ and the estimates at θ̂, by projected Newton with the exact
+    Hessian from trace identities (`likelihood.crossed_newton`: a Cholesky factorisation, an inverse and a product per step)."""
+    state = minimize(crossed.objective, theta0, lower, (stats, reml), max_iter=max_iter,
+                     derivs=crossed_newton.newton_derivatives)
     return state, crossed.estimates(state.x, stats, reml)
 
 
@@ -269,6 +270,7 @@ def _fit_scaled(design: Design, layout, reml: bool, max_iter: int) -> tuple[Mode
         raw = jax.tree_util.tree_map(np.asarray, fit_stats(stats, *args, max_iter=max_iter))
         return ModelFit(raw.state, raw.est, (raw.est.b[:G],), (raw.est.b_cov[:G],)), beta0
     stats, beta0 = crossed_stats(design)
+    args = (jnp.asarray(np.where(flat, 0.0, crossed_newton.moment_start(stats, start))),) + args[1:]
     state, (est, b2, b2_covs) = jax.tree_util.tree_map(np.asarray, fit_crossed(stats, *args, max_iter=max_iter))
     modes, covs = [est.b[:G]], [est.b_cov[:G]]
     for (offset, levels, q, *_), cov in zip(stats.blocks, b2_covs):

@@ -123,12 +123,12 @@ def _best_of_all(fun, trials, f, args):
     return trials[best], f_trials[best]
 
 
-def _first_decrease(fun, trials, f, args):
-    """Evaluate trials in order and stop at the first that decreases f (one evaluation, usually)."""
+def _first_decrease(fun, trials, f, args, limit):
+    """Evaluate the first `limit` trials in order and stop at the first that decreases f (one evaluation, usually)."""
 
     def keep_going(c):
         i, f_best, _ = c
-        return (i < trials.shape[0]) & ~(f_best < f)
+        return (i < limit) & ~(f_best < f)
 
     def try_next(c):
         i, _, _ = c
@@ -155,14 +155,20 @@ def newton_step(fun: Callable, state: NewtonState, lower, args, gtol: float, max
     tol = tolerance(state.f, gtol)
     trials, convex, decrement = _trial_points(x, g, H, lower, max_step, tol)
     small = (grad_norm <= tol) & convex
-    pick = _best_of_all if search == "all" else _first_decrease
-    # at a verified point no trial is needed: "first" then stops after one (any finite value beats f = inf)
-    x_try, f_try = pick(fun, trials, jnp.where(small, jnp.inf, state.f), args)
-    improved = (f_try < state.f) & ~small
+    # a single fit whose predicted decrease is below f's rounding tries only the full Newton step (a ladder
+    # could not see a decrease) and then stops as flat below
+    rounding = convex & (decrement <= 1e-12 * jnp.maximum(1.0, jnp.abs(state.f))) & (search != "all")
+    if search == "all":
+        x_try, f_try = _best_of_all(fun, trials, state.f, args)
+    else:
+        # at a verified point no trial is needed: it stops after one (any finite value beats f = inf)
+        x_try, f_try = _first_decrease(fun, trials, jnp.where(small, jnp.inf, state.f), args,
+                                       jnp.where(rounding, 1, trials.shape[0]))
+    improved = (f_try < state.f) & ~small & ~rounding
     # flat to rounding (as in `batch_newton_steps`): when no trial decreases f, the full Newton step with no
     # negative curvature is still taken if it does not raise f beyond rounding, and the run stops there
     final = ~improved & ~small & convex
-    f_final = jax.lax.cond(final, lambda: fun(trials[0], *args), lambda: jnp.asarray(jnp.inf, state.f.dtype))
+    f_final = jax.lax.cond(final & ~rounding, lambda: fun(trials[0], *args), lambda: jnp.where(rounding, f_try, jnp.inf))
     flat = final & (f_final <= state.f + 1e-12 * jnp.maximum(1.0, jnp.abs(state.f)))
     x_new = jnp.where(improved, x_try, jnp.where(flat, trials[0], x))
     f_new = jnp.where(improved, f_try, jnp.where(flat, f_final, state.f))

@@ -138,8 +138,7 @@ def _dense_system(theta: jax.Array, stats: CrossedStats):
     if not stats.blocks:
         return lam1, L1, RZX1, cu1, [], None, None
     lams = block_factors(theta, stats)
-    T = linalg.solve_lower(L1, jnp.broadcast_to(lam1.T, L1.shape))  # L_g⁻¹Λ₁ᵀ
-    W = linalg.mT(T) @ T
+    W = first_weights(theta, stats)[2]
     A22 = _sandwich(stats.Z2tZ2 - _schur_update(W, stats), lams, stats) + jnp.eye(stats.Q2)
     # L₂₁ [R_ZX,1 | c_u,1] = Λ₂ᵀ (Z₂ᵀZ₁) Λ₁ L₁⁻ᵀ L₁⁻¹ Λ₁ᵀ [Z₁ᵀX | Z₁ᵀy] = Λ₂ᵀ (Z₂ᵀZ₁) W [Z₁ᵀX | Z₁ᵀy]
     first_rhs = jnp.concatenate([first.ZtX, first.Zty[..., None]], axis=-1)
@@ -175,6 +174,47 @@ def objective(theta: jax.Array, stats: CrossedStats, reml: jax.Array) -> jax.Arr
     p = stats.first.p
     logdet22, Q = logdet_and_quadratic_form(A22, rhs) if stats.blocks else (0.0, jnp.zeros((p + 1, p + 1)))
     return criterion(_assemble(stats.first, lam1, L1, RZX1, cu1, logdet22, Q), stats.first.n, stats.first.p, reml)
+
+
+def first_weights(theta: jax.Array, stats: CrossedStats) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """The first factor's Λ₁, its factors L_g (L_gL_gᵀ = Λ₁ᵀZ_gᵀZ_gΛ₁ + I) and W_g = Λ₁(L_gL_gᵀ)⁻¹Λ₁ᵀ."""
+    lam1 = relative_factor(theta, stats.first)
+    L1 = linalg.cholesky(lam1.T @ stats.first.ZtZ @ lam1 + jnp.eye(lam1.shape[0]))
+    T = linalg.solve_lower(L1, jnp.broadcast_to(lam1.T, L1.shape))  # L_g⁻¹Λ₁ᵀ
+    return lam1, L1, linalg.mT(T) @ T
+
+
+def gram(stats: CrossedStats) -> jax.Array:
+    """[Z₂ X y]ᵀ[Z₂ X y] (M × M, M = Q₂ + p + 1; y centred at β₀)."""
+    first = stats.first
+    side = jnp.concatenate([stats.Z2tX, stats.Z2ty[:, None]], axis=1)
+    corner = jnp.block([[first.XtX, first.Xty[:, None]], [first.Xty[None], first.yty[None, None]]])
+    return jnp.block([[stats.Z2tZ2, side], [side.T, corner]])
+
+
+def schur_matrix(W: jax.Array, stats: CrossedStats) -> jax.Array:
+    """Σ_g h_g W_g h_gᵀ (M × M) with h_g = [Z₂ X y]ᵀZ₁_g: what eliminating the first factor takes from `gram`."""
+    first = stats.first
+    first_rhs = jnp.concatenate([first.ZtX, first.Zty[..., None]], axis=-1)
+    side = _cross_times(W @ first_rhs, stats)
+    corner = jnp.einsum("gqi,gqr,grj->ij", first_rhs, W, first_rhs)
+    return jnp.block([[_schur_update(W, stats), side], [side.T, corner]])
+
+
+def scale_dense(Y: jax.Array, lams: list[jax.Array], stats: CrossedStats) -> jax.Array:
+    """ΔᵀYΔ for Y (M × M), Δ = diag(Λ₂, I_{p+1})."""
+    Q2 = stats.Q2
+    rows = jnp.concatenate([apply_lambda2_t(Y[:Q2], lams, stats), Y[Q2:]], axis=0)
+    return jnp.concatenate([apply_lambda2_t(rows[:, :Q2].T, lams, stats).T, rows[:, Q2:]], axis=1)
+
+
+def augmented(theta: jax.Array, stats: CrossedStats) -> tuple[jax.Array, jax.Array]:
+    """The first factor's log|L₁|² and the reduced augmented matrix Ω = Δᵀ(gram − schur_matrix)Δ + J at θ
+    (M × M, J = diag(I_Q₂, 0)): its Cholesky factor holds L₂₂, R_X and r (see `likelihood.crossed_newton`)."""
+    _, L1, W = first_weights(theta, stats)
+    omega = scale_dense(gram(stats) - schur_matrix(W, stats), block_factors(theta, stats), stats)
+    J = jnp.concatenate([jnp.ones(stats.Q2), jnp.zeros(stats.first.p + 1)])
+    return 2.0 * jnp.sum(linalg.log_diag_sum(L1)), omega + jnp.diag(J)
 
 
 def estimates(theta: jax.Array, stats: CrossedStats, reml: jax.Array) -> tuple[Estimates, jax.Array, tuple]:
