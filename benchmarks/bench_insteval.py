@@ -12,6 +12,7 @@ no higher than lme4's by more than 1e-6 relative).
 from __future__ import annotations
 
 import argparse
+import resource
 import shutil
 import subprocess
 import tempfile
@@ -57,7 +58,7 @@ def time_hlm_jax(repeat: int) -> dict:
         ends.append(time.perf_counter() - start)
     return {"prep": prep, "compile": compile_s, "fit": min(fits), "end_to_end": min(ends), "objective": m.objective,
             "iterations": int(state.iterations), "Q2": stats.Q2, "pairs": int(stats.pair_val.shape[0]),
-            "converged": m.converged}
+            "converged": m.converged, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
 def time_lme4(repeat: int) -> dict | None:
@@ -95,7 +96,8 @@ def main() -> None:
     print(f"hlm_jax: design+scaling+statistics+start {ours['prep']:.2f} s, compile {ours['compile']:.1f} s, "
           f"warm fit {ours['fit']:.2f} s ({ours['iterations']} Newton steps; dense block {ours['Q2']}, "
           f"{ours['pairs']} pairs), warm lmer end to end {ours['end_to_end']:.2f} s, "
-          f"REML criterion {ours['objective']:.6f}, converged {ours['converged']}")
+          f"REML criterion {ours['objective']:.6f}, converged {ours['converged']}, "
+          f"peak resident memory {ours['peak_mb']:.0f} MB")
     peer = time_lme4(args.r_repeat)
     if peer:
         print(f"lme4:    fit {peer['fit']:.2f} s, REML criterion {peer['objective']:.6f}")

@@ -110,9 +110,8 @@ class LmerModel:
         self.reml = reml
         self._raw = raw
         self._beta0 = beta0
-        method = ("projected Newton, exact gradient and Hessian by trace identities" if self.info.sparse
-                  else "projected BFGS then Newton, exact gradient and Hessian" if len(self.info.factors) > 1
-                  else OptSummary.method)
+        method = ("projected Newton, exact gradient and Hessian by trace identities"
+                  if self.info.sparse or len(self.info.factors) > 1 else OptSummary.method)
         self.opt: OptSummary = summarize(raw.state, method=method)
 
     # ---- estimates -------------------------------------------------------------------------

@@ -19,7 +19,8 @@ evaluation costs O(P q₁² + Q₂³/3) for P such pairs; no dense (Q₂ × l₁
 Memory: 8 bytes × (3 Q₂² for Z₂ᵀZ₂, the Schur complement and its factor
 + E (q₁ + 2) for the E cross entries + P (q₁² + 2) for the pairs' products and indices
 + the one-factor statistics l₁ (q₁² + q₁ p + q₁)). InstEval's `(1|s) + (1|d) + (1|dept)`:
-Q₂ = 1,142, E ≈ 9·10⁴, P ≈ 1.8·10⁶ → about 75 MB.
+Q₂ = 1,142, E ≈ 9·10⁴, P ≈ 1.8·10⁶ → about 75 MB. A Newton step (`crossed_newton`) adds its M × M
+work arrays and the pairs' values per channel: see the formula there.
 """
 from __future__ import annotations
 

@@ -21,6 +21,11 @@ X_k = (E_kΩ + ΩE_k − 2E_k)/λ_k (E_k: its columns), and
 d_i = Σ_{a∈i} V_aa, C_ij = Σ_{a∈i,b∈j} V_abΩ_ab, B_ij = Σ_{a∈i,b∈j} V_ab² (V = V_m, G = V_mX₁): O(M²) given V.
 ⟨Ḡ, Ω⟩ is then a polynomial in the dense λ over block sums of Ḡ∘(H − S), with S, ∂S and ∂²S in λ₁ from
 one scatter of the pairs. A Newton step costs one Cholesky factorisation, one inverse and one product.
+
+Memory of a step, on top of the statistics (`crossed`): 8 bytes × (about 16 M² for H, S, ∂S, ∂²S, Ω, its
+factor, V, Ḡ, X₁, G and the elementwise products + 6 P for the pairs' three channels and their gathered
+weights). InstEval (M = 1,145, P = 1.8·10⁶): about 170 MB + 90 MB; `benchmarks/bench_insteval.py` prints
+the measured peak of the whole process.
 """
 from __future__ import annotations
 
