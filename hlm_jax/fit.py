@@ -270,7 +270,7 @@ def _fit_scaled(design: Design, layout, reml: bool, max_iter: int) -> tuple[Mode
         raw = jax.tree_util.tree_map(np.asarray, fit_stats(stats, *args, max_iter=max_iter))
         return ModelFit(raw.state, raw.est, (raw.est.b[:G],), (raw.est.b_cov[:G],)), beta0
     stats, beta0 = crossed_stats(design)
-    args = (jnp.asarray(np.where(flat, 0.0, crossed_newton.moment_start(stats, start))),) + args[1:]
+    args = (jax.device_put(np.where(flat, 0.0, crossed_newton.moment_start(stats, start))),) + args[1:]
     state, (est, b2, b2_covs) = jax.tree_util.tree_map(np.asarray, fit_crossed(stats, *args, max_iter=max_iter))
     modes, covs = [est.b[:G]], [est.b_cov[:G]]
     for (offset, levels, q, *_), cov in zip(stats.blocks, b2_covs):
