@@ -116,6 +116,7 @@ class DesignInfo:
     fixed_terms: tuple[str, ...] = ()
     fixed_assign: np.ndarray | None = field(default=None, repr=False)
     unidentified: tuple[str, ...] = ()
+    alias_gram: np.ndarray | None = field(default=None, repr=False)  # X_keptᵀ X_dropped (type III tests)
 
     @property
     def sparse(self) -> bool:
@@ -209,7 +210,8 @@ def build_design(formula: str, data: pd.DataFrame, sparse: bool | None = None) -
     X = sp.csr_matrix(part.X) if wide else (part.X.toarray() if sp.issparse(part.X) else part.X)
     buckets = () if wide else _pad_into_buckets(X, first.Z, y, first.codes, first.n_levels)
     info = DesignInfo(formula, parsed, parsed.response, part.names, part.dropped, terms, factors,
-                      X, y, frame.index, n_dropped, part.spec, part.terms, part.assign, unidentified)
+                      X, y, frame.index, n_dropped, part.spec, part.terms, part.assign, unidentified,
+                      part.alias_gram)
     return Design(buckets, info)
 
 
@@ -261,6 +263,7 @@ class FixedPart:
     terms: tuple[str, ...]
     assign: np.ndarray
     spec: object
+    alias_gram: np.ndarray
 
 
 def fixed_part(parsed: ParsedFormula, frame: pd.DataFrame) -> FixedPart:
@@ -270,7 +273,8 @@ def fixed_part(parsed: ParsedFormula, frame: pd.DataFrame) -> FixedPart:
     assign = np.zeros(len(names), dtype=np.int64)
     for k, cols in enumerate(spec.term_columns.values()):
         assign[cols] = k
-    keep = fixed.independent_columns(fixed.gram(X))
+    G = fixed.gram(X)
+    keep = fixed.independent_columns(G)
     dropped = tuple(n for n, k in zip(names, keep) if not k)
     if dropped:
         warn(fixed.dropped_message(dropped))
@@ -278,7 +282,8 @@ def fixed_part(parsed: ParsedFormula, frame: pd.DataFrame) -> FixedPart:
         raise DesignError(f"the fixed part {parsed.fixed!r} leaves no fixed-effect column; models without fixed "
                           "effects (y ~ 0 + (1 | g)) are not supported yet")
     terms = tuple("(Intercept)" if t == "1" else t for t in labels)
-    return FixedPart(X[:, keep], tuple(n for n, k in zip(names, keep) if k), dropped, terms, assign[keep], spec)
+    return FixedPart(X[:, keep], tuple(n for n, k in zip(names, keep) if k), dropped, terms, assign[keep], spec,
+                     G[np.ix_(keep, ~keep)])
 
 
 def _group_codes(frame: pd.DataFrame, group: tuple[str, ...], name: str) -> tuple[np.ndarray, np.ndarray]:

@@ -1,10 +1,11 @@
 """lmerTest's type III contrasts (get_contrasts_type3 / extract_contrasts_type3), ported exactly.
 
 Each column of the over-parametrised design (every factor by all its indicators, lmerTest's rdX) is
-written in the columns of X (treatment coding: the first level's indicator is 1 minus the others), so
-L = (X⁺ rdX)ᵀ needs no data. From the highest-order terms down, a term's columns of L are replaced by
-their residuals on the columns of the terms that contain it (same variables and more, same numeric
-variables, counting only those R's terms() codes 1); a term's contrast is then its columns of L at the rows named as X's columns.
+written in the columns of X (treatment coding: the first level's indicator is 1 minus the others; a
+column dropped as aliased by its coefficients on the kept ones), so L = (X⁺ rdX)ᵀ needs no data. From
+the highest-order terms down, a term's columns of L are replaced by their residuals on the columns of
+the terms that contain it (same variables and more, same numeric variables, counting only those R's
+terms() codes 1); a term's contrast is then its columns of L at the rows named as X's columns.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import itertools
 
 import numpy as np
 
+from .. import fixed
 from ..design import NotYetSupportedError
 from ..formula.parse import Call
 from ..formula.terms import term_label
@@ -20,8 +22,6 @@ from ..formula.terms import term_label
 def type3_contrasts(info) -> dict[str, np.ndarray]:
     """Per term label (formula order, no intercept): lmerTest's type III contrast rows over X's columns."""
     spec = info.fixed_spec
-    if tuple(spec.names) != tuple(info.fixed_names):
-        raise NotYetSupportedError("type 3 tests of a rank-deficient fixed-effects design are not computed yet")
     terms = list(spec.terms.terms)
     widths = _atom_widths(spec)
     columns = {frozenset(t): (t, spec.term_columns[term_label(t)], coding) for t, coding in zip(terms, spec.full)}
@@ -34,20 +34,32 @@ def type3_contrasts(info) -> dict[str, np.ndarray]:
     for i, (t, levels) in enumerate(rd):
         for j, coef in _express(dict(zip(t, levels)), columns, widths).items():
             C[i, j] += coef
-    L = _zapsmall(C)
-    cols = {term_label(t): columns[frozenset(t)][1] for t in terms}
+    kept = np.isin(np.array(spec.names), np.array(info.fixed_names))
+    L = _zapsmall(C @ _kept_coefficients(info, kept).T)
+    position = np.cumsum(kept) - 1
+    cols = {term_label(t): [int(position[j]) for j in columns[frozenset(t)][1] if kept[j]] for t in terms}
     for t in sorted(terms, key=len, reverse=True):  # ties: neither contains the other
         above = [c for u in terms if _contains(t, u, terms, widths) for c in cols[term_label(u)]]
         if above:
             A, B = L[:, above], L[:, cols[term_label(t)]]
             L[:, cols[term_label(t)]] = _zapsmall(B - A @ np.linalg.lstsq(A, B, rcond=None)[0])
     where = {entry: i for i, entry in enumerate(rd)}
-    rows = [where[entry] for entry in _x_levels(columns, widths, len(spec.names))]
+    rows = [where[entry] for entry, k in zip(_x_levels(columns, widths, len(spec.names)), kept) if k]
     out = {}
     for t in terms:
         Lt = L[rows][:, cols[term_label(t)]].T
         out[term_label(t)] = Lt[np.abs(Lt).sum(axis=1) > 1e-8]
     return out
+
+
+def _kept_coefficients(info, kept: np.ndarray) -> np.ndarray:
+    """M with X_all = X M (kept × all columns): identity on the kept ones, least-squares coefficients
+    on the kept columns for the aliased (dropped) ones, which they reproduce exactly (R's ginv(X) X_all)."""
+    M = np.zeros((int(kept.sum()), kept.size))
+    M[:, kept] = np.eye(int(kept.sum()))
+    if not kept.all():
+        M[:, ~kept] = np.linalg.solve(fixed.gram(info.X), info.alias_gram)
+    return M
 
 
 def _atom_widths(spec) -> dict:
@@ -75,9 +87,10 @@ def _contains(t, u, terms, widths) -> bool:
 
 
 def _coded_one(t, terms) -> set:
-    """The variables of term t that R's terms() codes 1: the term without them is in the model (or empty)."""
-    present = {frozenset(u) for u in terms}
-    return {a for a in t if len(t) == 1 or frozenset(t) - {a} in present}
+    """The variables of term t that R's terms() codes 1 (TermCode): the term without them is empty or
+    contained in an earlier term."""
+    earlier = [set(u) for u in terms[:terms.index(t)]]
+    return {a for a in t if not set(t) - {a} or any(set(t) - {a} <= u for u in earlier)}
 
 
 def _express(mono: dict, columns: dict, widths: dict) -> dict:
