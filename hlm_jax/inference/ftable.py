@@ -115,7 +115,7 @@ def _satterthwaite_f(L: np.ndarray, beta: np.ndarray, pieces) -> tuple[float, in
     PL = P[:, keep].T @ L
     q = int(keep.sum())
     F = float(((PL @ beta) ** 2 / w[keep]).sum() / q)
-    grads = np.einsum("mi,ijk,mj->mk", PL, pieces.jac, PL)
+    grads = np.stack([((PL @ pieces.jac[:, :, k]) * PL).sum(axis=1) for k in range(pieces.jac.shape[2])], axis=1)
     nu = 2.0 * w[keep] ** 2 / np.einsum("mk,kl,ml->m", grads, pieces.A, grads)
     if q == 1:
         return F, q, float(nu[0])
