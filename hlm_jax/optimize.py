@@ -407,9 +407,17 @@ def minimize_queue(fun: Callable, derivs: Callable, x0, lower, data, make_args: 
     valid = slot_idx < n_valid
     start = (slot_idx, valid, jnp.minimum(K, n_valid).astype(jnp.int32), blank, take(slot_idx), out)
 
+    # make_args runs inside the per-slot vmap, so what it shares between problems (a target's ZᵀZ, its
+    # cross-tabulation) stays one unbatched array: products with it are one matrix product for all slots
+    def slot_fun(x, b):
+        return fun(x, *make_args(b))
+
+    def slot_derivs(x, b):
+        return derivs(x, *make_args(b))
+
     def body(c):
         idx, valid, next_j, slots, args, out = c
-        new = batch_newton_steps(fun, derivs, slots, lower, jax.vmap(make_args)(args), valid, gtol, max_step)
+        new = batch_newton_steps(slot_fun, slot_derivs, slots, lower, (args,), valid, gtol, max_step)
         slots = jax.tree_util.tree_map(lambda a, o: jnp.where(_expand(valid, a), a, o), new, slots)
         done = valid & (slots.converged | slots.stalled | (slots.iterations >= max_iter))
         target = jnp.where(done, idx, N)
