@@ -237,12 +237,15 @@ def _fit_sparse(design: Design, args, max_iter: int) -> tuple[ModelFit, np.ndarr
     info = design.info
     G = info.n_groups
     w, beta0 = _wide_problem(design)
-    state, (est, b2, b2_covs) = jax.tree_util.tree_map(np.asarray, fit_wide(w, *args, max_iter=max_iter))
-    modes, covs = [est.b[:G]], [est.b_cov[:G]]
-    for (offset, levels, q, *_), cov in zip(w.blocks, b2_covs):
-        modes.append(b2[offset:offset + levels * q].reshape(levels, q))
-        covs.append(cov)
-    return ModelFit(state, est, tuple(modes), tuple(covs)), beta0
+    return _several_factor_fit(fit_wide(w, *args, max_iter=max_iter), w.blocks, G), beta0
+
+
+def _several_factor_fit(raw, blocks: tuple, G: int) -> ModelFit:
+    """A ModelFit from a several-factor fit's (state, (estimates, dense-part modes, their covariances)): the
+    first factor's modes from the estimates, each other factor's cut out of the dense part by its block."""
+    state, (est, b2, b2_covs) = jax.tree_util.tree_map(np.asarray, raw)
+    modes = [est.b[:G]] + [b2[offset:offset + levels * q].reshape(levels, q) for offset, levels, q, *_ in blocks]
+    return ModelFit(state, est, tuple(modes), (est.b_cov[:G],) + tuple(b2_covs))
 
 
 def fit_model(design: Design, reml: bool, max_iter: int = 200) -> tuple[ModelFit, np.ndarray]:
@@ -271,12 +274,7 @@ def _fit_scaled(design: Design, layout, reml: bool, max_iter: int) -> tuple[Mode
         return ModelFit(raw.state, raw.est, (raw.est.b[:G],), (raw.est.b_cov[:G],)), beta0
     stats, beta0 = crossed_stats(design)
     args = (jax.device_put(np.where(flat, 0.0, crossed_newton.moment_start(stats, start))),) + args[1:]
-    state, (est, b2, b2_covs) = jax.tree_util.tree_map(np.asarray, fit_crossed(stats, *args, max_iter=max_iter))
-    modes, covs = [est.b[:G]], [est.b_cov[:G]]
-    for (offset, levels, q, *_), cov in zip(stats.blocks, b2_covs):
-        modes.append(b2[offset:offset + levels * q].reshape(levels, q))
-        covs.append(cov)
-    return ModelFit(state, est, tuple(modes), tuple(covs)), beta0
+    return _several_factor_fit(fit_crossed(stats, *args, max_iter=max_iter), stats.blocks, G), beta0
 
 
 def unscale_fit(fit: ModelFit, beta0: np.ndarray, scales: Scales, n: int, reml: bool) -> tuple[ModelFit, np.ndarray]:
