@@ -24,8 +24,9 @@ ESCAPE_STEPS = (0.3, 0.03, 0.003)
 
 class NewtonState(NamedTuple):
     """Where one minimisation stands. `grad_norm`, `convex` and `decrement` describe the last point whose
-    derivatives were taken: projected |∇f|∞, whether the free variables' Hessian is positive semi-definite,
-    and the Newton decrement ½ gᵀ|H|⁻¹g on the free set (the decrease a Newton step predicts)."""
+    derivatives were taken: projected |∇f|∞, whether the free variables' Hessian has no significant negative
+    curvature (`_trial_points`' `nearly_convex`), and the Newton decrement ½ gᵀ|H|⁻¹g on the free set (the
+    decrease a Newton step predicts)."""
 
     x: jax.Array
     f: jax.Array
@@ -86,7 +87,14 @@ def forward_hessian(fun: Callable, x, args):
 
 def _trial_points(x, g, H, lower, max_step, hold_tol):
     """Projected trial points (the ladder along the Newton direction, then escapes along negative
-    curvature), whether the free variables' Hessian is positive semi-definite, and the Newton decrement.
+    curvature), whether the free variables' Hessian is positive semi-definite (to 1e-8 relative), whether
+    it is nearly so, and the Newton decrement.
+
+    Nearly: its smallest eigenvalue is ≥ −√(hold_tol·max|λ|) (or convex), the second-order half of an approximate
+    second-order point (|g| ≤ ε, λ_min ≥ −√(Lε); Nesterov & Polyak 2006). It is trusted only where every
+    trial, escapes along that curvature included, failed to decrease f: at a variance of 0 the criterion
+    is flat along a rotation of the other variances, and a residual gradient at rounding level bends
+    that flat direction down by about |g|/|θ| while no step can decrease f.
 
     A variable at its bound is held only when its gradient is clearly positive (above `hold_tol`): one
     with a gradient that is zero to rounding (a variance at 0 where the criterion is even in it) stays
@@ -111,8 +119,11 @@ def _trial_points(x, g, H, lower, max_step, hold_tol):
     curvature = jnp.where(w_raw[0] < 0, V[:, 0] * free, 0.0)
     escape = jnp.asarray(ESCAPE_STEPS, x.dtype)
     escape_trials = x[None, :] + jnp.concatenate([escape, -escape])[:, None] * curvature[None, :]
-    convex = w_raw[0] >= -1e-8 * jnp.max(jnp.abs(w_raw))
-    return jnp.maximum(jnp.concatenate([newton_trials, escape_trials]), lower[None, :]), convex, decrement
+    scale = jnp.max(jnp.abs(w_raw))
+    convex = w_raw[0] >= -1e-8 * scale
+    nearly_convex = w_raw[0] >= -jnp.maximum(1e-8 * scale, jnp.sqrt(hold_tol * scale))
+    trials = jnp.maximum(jnp.concatenate([newton_trials, escape_trials]), lower[None, :])
+    return trials, convex, nearly_convex, decrement
 
 
 def _best_of_all(fun, trials, f, args):
@@ -153,7 +164,7 @@ def newton_step(fun: Callable, state: NewtonState, lower, args, gtol: float, max
     g, H = derivs(fun, x, args)
     grad_norm = jnp.max(jnp.abs(projected_gradient(x, g, lower)))
     tol = tolerance(state.f, gtol)
-    trials, convex, decrement = _trial_points(x, g, H, lower, max_step, tol)
+    trials, convex, nearly_convex, decrement = _trial_points(x, g, H, lower, max_step, tol)
     small = (grad_norm <= tol) & convex
     # a single fit whose predicted decrease is below f's rounding tries only the full Newton step (a ladder
     # could not see a decrease) and then stops as flat below
@@ -166,14 +177,14 @@ def newton_step(fun: Callable, state: NewtonState, lower, args, gtol: float, max
                                        jnp.where(rounding, 1, trials.shape[0]))
     improved = (f_try < state.f) & ~small & ~rounding
     # flat to rounding (as in `batch_newton_steps`): when no trial decreases f, the full Newton step with no
-    # negative curvature is still taken if it does not raise f beyond rounding, and the run stops there
-    final = ~improved & ~small & convex
+    # significant negative curvature is still taken if it does not raise f beyond rounding, and the run stops there
+    final = ~improved & ~small & nearly_convex
     f_final = jax.lax.cond(final & ~rounding, lambda: fun(trials[0], *args), lambda: jnp.where(rounding, f_try, jnp.inf))
     flat = final & (f_final <= state.f + 1e-12 * jnp.maximum(1.0, jnp.abs(state.f)))
     x_new = jnp.where(improved, x_try, jnp.where(flat, trials[0], x))
     f_new = jnp.where(improved, f_try, jnp.where(flat, f_final, state.f))
     return NewtonState(x_new, f_new, grad_norm, state.iterations + improved.astype(jnp.int32), small,
-                       ~improved & ~small, convex, decrement)
+                       ~improved & ~small, nearly_convex, decrement)
 
 
 def initial_state(fun: Callable, x0, lower, args) -> NewtonState:
@@ -269,7 +280,7 @@ def minimize_then_polish(fun: Callable, x0, lower, args=(), max_iter: int = 200,
 def verified(state, stall_tol: float = STALL_TOL):
     """Whether a final state is a verified local minimum: the strict test passed (projected gradient within
     tolerance, free Hessian positive semi-definite), or no step could decrease f at machine precision at a
-    point with no negative curvature whose Newton decrement is within `stall_tol`·max(1, |f|)."""
+    point with no significant negative curvature whose Newton decrement is within `stall_tol`·max(1, |f|)."""
     flat = state.stalled & state.convex & (state.decrement <= tolerance(state.f, stall_tol))
     return state.converged | flat
 
@@ -325,9 +336,9 @@ def batch_newton_steps(fun: Callable, derivs: Callable, slots: NewtonState, lowe
         f, g, H = derivs(s.x, *a)
         grad_norm = jnp.max(jnp.abs(projected_gradient(s.x, g, lower)))
         tol = tolerance(f, gtol)
-        trials, convex, decrement = _trial_points(s.x, g, H, lower, max_step, tol)
+        trials, convex, nearly_convex, decrement = _trial_points(s.x, g, H, lower, max_step, tol)
         small = (grad_norm <= tol) & convex & jnp.isfinite(f)
-        return f, grad_norm, trials, convex, decrement, small
+        return f, grad_norm, trials, (convex, nearly_convex), decrement, small
 
     def evaluate(trials, args):
         values = jax.vmap(lambda ts, a: jax.vmap(lambda t: fun(t, *a))(ts))(trials, args)
@@ -372,13 +383,16 @@ def batch_newton_steps(fun: Callable, derivs: Callable, slots: NewtonState, lowe
         decrease = f_trials < f - 1e-14 * scale
         first = jnp.argmax(decrease)
         tiny = jnp.max(jnp.abs(trials[0] - x)) <= 1e-7 * (1.0 + jnp.max(jnp.abs(x)))
-        # at a saddle the step is tiny too: there the escapes must be tried
-        final = ~small & convex & (tiny | ~jnp.any(decrease))
+        # at a saddle the step is tiny too: there the escapes must be tried; a nearly convex point only
+        # stops where no trial (escapes included) decreases f
+        convex, nearly_convex = convex
+        final = ~small & ((convex & tiny) | (nearly_convex & ~jnp.any(decrease)))
         flat = final & (f_trials[0] <= f + 1e-12 * scale)
         improved = decrease[first] & ~small & ~final
         x_new = jnp.where(improved, trials[first], jnp.where(flat, trials[0], x))
         f_new = jnp.where(improved, f_trials[first], jnp.where(flat, f_trials[0], f))
-        return NewtonState(x_new, f_new, grad_norm, s.iterations + 1, small, ~small & ~improved, convex, decrement)
+        return NewtonState(x_new, f_new, grad_norm, s.iterations + 1, small, ~small & ~improved, nearly_convex,
+                           decrement)
 
     return jax.vmap(finish)(slots, f, grad_norm, trials, convex, decrement, small,
                             jnp.concatenate([f_ladder, f_escape], axis=1))
