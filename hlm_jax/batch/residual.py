@@ -58,9 +58,8 @@ class ResidualTarget:
         the stacked statistics' y column (formed once, not at every step), else the padded responses."""
         if not isinstance(self.base, StackedStats):
             return ys
-        column = jax.jit(jax.vmap(response_column, (None, 0, 0)))
         m = len(beta0s)
-        return (np.concatenate([np.asarray(column(self.base, tuple(y[i:i + block] for y in ys), beta0s[i:i + block]))
+        return (np.concatenate([np.asarray(_response_columns(self.base, tuple(y[i:i + block] for y in ys), beta0s[i:i + block]))
                                 for i in range(0, m, block)]),)
 
     @staticmethod
@@ -68,6 +67,9 @@ class ResidualTarget:
         """The estimates with β̂ in the data's units (not relative to β₀)."""
         est = estimates(x, data, reml)
         return est._replace(beta=est.beta + data.beta0)
+
+
+_response_columns = jax.jit(jax.vmap(response_column, (None, 0, 0)))  # one compiled program for every call
 
 
 def residual_target(model) -> ResidualTarget:
