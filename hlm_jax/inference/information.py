@@ -8,11 +8,14 @@ This is nlme's apVar (which takes a finite-difference Hessian), with exact deriv
 """
 from __future__ import annotations
 
+from functools import partial
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
+from ..compile_time import ONCE
 from ..likelihood import lmm
 from ..precision import float64
 from ..residual_fit import residual_data, whitened_stats
@@ -40,13 +43,19 @@ def _theta_from_sd_cor(values: jax.Array, sigma: jax.Array, layout) -> jax.Array
 def deviance(psi, data, reml, layout, diagonal):
     """−2 log-likelihood (REML: restricted) at ψ, σ kept as a parameter."""
     n_vc = len(diagonal)
-    vc = jnp.where(diagonal, jnp.exp(psi[:n_vc]), jnp.tanh(psi[:n_vc]))
+    vc = jnp.where(jnp.asarray(diagonal), jnp.exp(psi[:n_vc]), jnp.tanh(psi[:n_vc]))
     eta, sigma = psi[n_vc:-1], jnp.exp(psi[-1])
     stats, logdet_R = whitened_stats(eta, data)
     pls = lmm.decompose(_theta_from_sd_cor(vc, sigma, layout), stats)
     dof = stats.n - reml * stats.p
     return (pls.logdet_L + reml * pls.logdet_RX + dof * jnp.log(2.0 * jnp.pi * sigma ** 2) + pls.r2 / sigma ** 2
             + logdet_R)
+
+
+@partial(jax.jit, static_argnames=("reml", "layout", "diagonal"), compiler_options=ONCE)
+def deviance_hessian(psi, data, reml: float, layout, diagonal: tuple[bool, ...]):
+    """The Hessian of `deviance` in ψ, compiled once per model structure (not once per call)."""
+    return jax.hessian(deviance)(psi, data, reml, layout, diagonal)
 
 
 @float64
@@ -65,8 +74,7 @@ def variance_table(model) -> pd.DataFrame:
     with np.errstate(divide="ignore"):
         psi = np.concatenate([np.where(diagonal, np.log(np.abs(vc)), np.arctanh(np.clip(vc, -1, 1))), eta,
                               [np.log(model.sigma)]])
-    hessian = jax.jit(lambda p, d: jax.hessian(deviance)(p, d, float(model.reml), layout, diagonal))
-    H = hessian(jnp.asarray(psi), data)
+    H = deviance_hessian(jnp.asarray(psi), data, float(model.reml), layout, tuple(bool(d) for d in diagonal))
     se_psi = np.sqrt(np.diag(2.0 * np.linalg.inv(np.asarray(H))))
     residual = data.residual
     nat = np.asarray(residual.natural(jnp.asarray(eta)))
