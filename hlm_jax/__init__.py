@@ -18,17 +18,16 @@ import os
 import jax
 
 from . import datasets
-from .model import family as families
 from .checks import IdentifiabilityError
 from .design import DesignError, NotYetSupportedError
 from .formula import FormulaError
 from .model.residual import AR1, CAR1, CompSymm, VarExp, VarIdent, VarPower
-from .model.user import GroupModel
 from .results import ConvergenceWarning, LmerModel, SingularFitWarning, lmer
 
-# Later rooms (inference, the multilevel form, batches) load on first use: they pull in
-# scipy.stats and more, which a first `lmer` fit does not need.
+# Later rooms (inference, the multilevel form, batches, GLMM families, user-written models) load on first
+# use: they pull in scipy.stats, jax.scipy.special and more, which a first `lmer` fit does not need.
 _LAZY = {
+    "families": "model.family", "GroupModel": "model.user",
     "fit_group": "user_fit", "GroupModelFit": "user_fit",
     "anova": "inference", "AnovaResult": "inference", "DifferentDataError": "inference",
     "lm": "ols", "LmModel": "ols",
@@ -68,14 +67,20 @@ for _name, (_module, _function, _doc) in _METHODS.items():
 
 
 def __getattr__(name: str):
+    """The later rooms' names (`_LAZY`) and `plot`, imported on first access (PEP 562)."""
     if name == "plot":  # matplotlib loads only when figures are asked for
         return importlib.import_module(".plot", __name__)
     if name in _LAZY:
         module = importlib.import_module(f".{_LAZY[name]}", __name__)
-        value = getattr(module, name)
+        value = module if name == "families" else getattr(module, name)
         globals()[name] = value
         return value
     raise AttributeError(f"module 'hlm_jax' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    """The loaded names and those `__getattr__` loads on first access."""
+    return sorted(set(globals()) | set(_LAZY) | {"plot"})
 
 
 def _enable_compilation_cache() -> None:

@@ -1,0 +1,39 @@
+"""`import hlm_jax` loads only what a first `lmer` fit needs; every public name still resolves (issue 19)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import hlm_jax as hj
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# rooms a first lmer fit does not use: they load on first access of one of their names
+LATER = ("hlm_jax.batch", "hlm_jax.inference", "hlm_jax.multilevel", "hlm_jax.plot", "hlm_jax.glmm",
+         "hlm_jax.glmm_results", "hlm_jax.model.family", "hlm_jax.model.user", "hlm_jax.user_fit", "hlm_jax.ols",
+         "hlm_jax.cli", "scipy.stats", "matplotlib")
+
+
+def _modules_after(code: str) -> list[str]:
+    """The modules loaded in a fresh interpreter after running `code`."""
+    out = subprocess.run([sys.executable, "-c", f"{code}\nimport sys, json; print(json.dumps(sorted(sys.modules)))"],
+                         cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    return json.loads(out.splitlines()[-1])
+
+
+def test_import_and_a_first_fit_leave_the_later_rooms_unloaded():
+    loaded = _modules_after('import hlm_jax as hj\nhj.lmer("Reaction ~ Days + (Days | Subject)", '
+                            'hj.datasets.load("sleepstudy"))')
+    assert "hlm_jax.results" in loaded
+    assert [m for m in loaded if m.startswith(LATER)] == []
+
+
+def test_every_public_name_resolves_and_is_listed():
+    for name in hj.__all__:
+        assert getattr(hj, name) is not None, name
+        assert name in dir(hj), name
+    assert hj.families.Binomial(link="probit").link.name == "probit"
+    assert hj.GroupModel.__module__ == "hlm_jax.model.user"
+    assert hj.bootstrap.__module__.startswith("hlm_jax.batch")
