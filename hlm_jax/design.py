@@ -16,8 +16,8 @@ import pandas as pd
 import scipy.sparse as sp
 
 from . import fixed
-from .formula import (Call, DesignError, FormulaError, ParsedFormula, RandomTerm, check_columns, factor_codes,
-                      model_matrix, parse_formula, response_values)
+from .formula import (Call, Columns, DesignError, FormulaError, ParsedFormula, RandomTerm, check_columns, factor_codes,
+                      model_matrix, parse_formula, response_values, select)
 from .messages import warn
 
 
@@ -182,7 +182,7 @@ def uses_sparse_path(n: int, p: int) -> bool:
     return p > SPARSE_COLUMNS or 8 * n * p > SPARSE_BYTES
 
 
-def model_frame(parsed: ParsedFormula, data: pd.DataFrame) -> tuple[pd.DataFrame, int, np.ndarray]:
+def model_frame(parsed: ParsedFormula, data: pd.DataFrame) -> tuple[Columns, int, np.ndarray]:
     """The used columns without rows that have missing values, how many rows were dropped, and y."""
     if isinstance(parsed.response_node, Call) and parsed.response_node.func == "cbind":
         raise FormulaError(f"a {parsed.response} response is not supported by lmer yet (binomial models need glmer)")
@@ -204,7 +204,7 @@ def build_design(formula: str, data: pd.DataFrame, sparse: bool | None = None) -
     part = fixed_part(parsed, frame)
     terms, factors = _random_blocks(parsed, frame)
     _warn_if_labels_look_nested(factors, frame)
-    unidentified = _unidentified_factors(part.X, factors)
+    unidentified = _unidentified_factors(part.X, factors, part.chol)
     first = factors[0]
     wide = uses_sparse_path(*part.X.shape) if sparse is None else sparse
     X = sp.csr_matrix(part.X) if wide else (part.X.toarray() if sp.issparse(part.X) else part.X)
@@ -221,28 +221,26 @@ def _used_columns(parsed: ParsedFormula, data: pd.DataFrame) -> list[str]:
     return parsed.variables
 
 
-def _drop_missing(data: pd.DataFrame, used: list[str]) -> tuple[pd.DataFrame, int]:
-    """A copy of the used columns without rows that have a missing value; warns with the count."""
-    frame = data.loc[:, used].copy()
-    keep = frame.notna().all(axis=1).to_numpy()
-    n_dropped = int((~keep).sum())
+def _drop_missing(data: pd.DataFrame, used: list[str]) -> tuple[Columns, int]:
+    """The used columns (not copied) without rows that have a missing value; warns with the count."""
+    frame, n_dropped = select(data, used)
     if n_dropped:
         warn(f"{n_dropped} row(s) with missing values in {', '.join(used)} were dropped")
-        frame = frame.loc[keep]
     if len(frame) == 0:
         raise DesignError("no rows left after dropping rows with missing values")
     return frame, n_dropped
 
 
-def _response(parsed: ParsedFormula, frame: pd.DataFrame) -> np.ndarray:
-    y = response_values(parsed.response_node, frame)
+def _response(parsed: ParsedFormula, frame: Columns) -> np.ndarray:
+    """The response as a float array of its own (not a view of the user's column)."""
+    y = np.array(response_values(parsed.response_node, frame), dtype=float)
     if not np.all(np.isfinite(y)):
         bad = int(np.flatnonzero(~np.isfinite(y))[0])
         raise DesignError(f"response {parsed.response!r} is not finite at row {frame.index[bad]!r}")
     return y
 
 
-def _model_matrix(terms, frame: pd.DataFrame, what: str, sparse=False):
+def _model_matrix(terms, frame: Columns, what: str, sparse=False):
     """The model matrix of `terms` (a `formula.Terms`), its R column names and its `MatrixSpec`."""
     try:
         X, spec = model_matrix(terms, frame, sparse)
@@ -254,8 +252,8 @@ def _model_matrix(terms, frame: pd.DataFrame, what: str, sparse=False):
 @dataclass(frozen=True)
 class FixedPart:
     """The fixed-effects matrix with aliased columns dropped: X (n × p; sparse CSC when wide, see
-    `uses_sparse_path`), R's names, the dropped names, R's term labels (`(Intercept)` first when present)
-    and each kept column's term index (`assign`)."""
+    `uses_sparse_path`), R's names, the dropped names, R's term labels (`(Intercept)` first when present),
+    each kept column's term index (`assign`), its spec, X_keptᵀX_dropped and the Cholesky factor of X_keptᵀX_kept."""
 
     X: object
     names: tuple[str, ...]
@@ -264,9 +262,10 @@ class FixedPart:
     assign: np.ndarray
     spec: object
     alias_gram: np.ndarray
+    chol: np.ndarray  # the upper Cholesky factor of XᵀX (kept columns)
 
 
-def fixed_part(parsed: ParsedFormula, frame: pd.DataFrame) -> FixedPart:
+def fixed_part(parsed: ParsedFormula, frame: Columns) -> FixedPart:
     """X with aliased columns dropped (counted and named in a warning), as lme4 and lm do (see `fixed`)."""
     X, names, spec = _model_matrix(parsed.fixed_terms, frame, "fixed-effects", sparse=uses_sparse_path)
     labels = list(spec.term_columns)
@@ -274,7 +273,8 @@ def fixed_part(parsed: ParsedFormula, frame: pd.DataFrame) -> FixedPart:
     for k, cols in enumerate(spec.term_columns.values()):
         assign[cols] = k
     G = fixed.gram(X)
-    keep = fixed.independent_columns(G)
+    kept = fixed.kept_columns(G)
+    keep = kept.mask
     dropped = tuple(n for n, k in zip(names, keep) if not k)
     if dropped:
         warn(fixed.dropped_message(dropped))
@@ -283,26 +283,38 @@ def fixed_part(parsed: ParsedFormula, frame: pd.DataFrame) -> FixedPart:
                           "effects (y ~ 0 + (1 | g)) are not supported yet")
     terms = tuple("(Intercept)" if t == "1" else t for t in labels)
     return FixedPart(X[:, keep], tuple(n for n, k in zip(names, keep) if k), dropped, terms, assign[keep], spec,
-                     G[np.ix_(keep, ~keep)])
+                     G[np.ix_(keep, ~keep)], kept.R)
 
 
-def _group_codes(frame: pd.DataFrame, group: tuple[str, ...], name: str) -> tuple[np.ndarray, np.ndarray]:
+def _group_codes(frame: Columns, group: tuple[str, ...], name: str) -> tuple[np.ndarray, np.ndarray]:
     """Integer codes and labels of the grouping factor `name` (the interaction of the `group`
     columns), levels sorted as R's factor() sorts them and unused combinations dropped."""
-    combined = np.zeros(len(frame), dtype=np.int64)
-    label_parts = []
+    combined, size, label_parts = np.zeros(len(frame), dtype=np.int64), 1, []
     for col in group:
         codes, labels = factor_codes(frame[col])
         combined = combined * len(labels) + codes
-        label_parts.append((codes, labels))
-    used, inverse = np.unique(combined, return_inverse=True)
-    first = np.zeros(len(used), dtype=np.int64)
-    first[inverse[::-1]] = np.arange(len(inverse))[::-1]
-    levels = np.array([level_label([labels[codes[r]] for codes, labels in label_parts]) for r in first], dtype=object)
+        size *= len(labels)
+        label_parts.append(labels)
+    used, inverse = _used_codes(combined, size)
+    columns = []
+    for labels in reversed(label_parts):  # the used combinations' codes, last column first
+        used, codes = np.divmod(used, len(labels))
+        columns.append(labels[codes])
+    levels = np.array([level_label(parts) for parts in zip(*columns[::-1])], dtype=object)
     if len(levels) < 2:
         raise DesignError(f"grouping factor {name!r} has a single level ({levels[0]!r}); "
                           "a random effect needs at least two groups")
-    return inverse.astype(np.int64), levels
+    return inverse, levels
+
+
+def _used_codes(codes: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """np.unique(codes, return_inverse=True) for codes in [0, size): by counting when size is not much
+    larger than the number of codes (linear time, no sort)."""
+    if size > 4 * len(codes) + 1024:
+        used, inverse = np.unique(codes, return_inverse=True)
+        return used, inverse.astype(np.int64)
+    present = np.bincount(codes, minlength=size) > 0
+    return np.flatnonzero(present), (np.cumsum(present) - 1)[codes]
 
 
 def factor_labels(frame: pd.DataFrame, group: tuple[str, ...]) -> list[str]:
@@ -320,7 +332,7 @@ def level_label(parts) -> str:
     return ":".join(f"`{p}`" if ":" in p else p for p in parts)
 
 
-def _random_blocks(parsed: ParsedFormula, frame: pd.DataFrame):
+def _random_blocks(parsed: ParsedFormula, frame: Columns):
     """Random terms in lme4's order (decreasing number of levels, `||` split per column) and one
     `FactorBlock` per grouping factor, the factor with most levels first."""
     codes = {}
@@ -349,14 +361,15 @@ def _random_blocks(parsed: ParsedFormula, frame: pd.DataFrame):
     return tuple(terms), tuple(factors)
 
 
-def _unidentified_factors(X, factors: tuple[FactorBlock, ...]) -> tuple[str, ...]:
-    """Grouping factors whose Z lies in the span of X (checked for those with few columns): the REML/ML
-    criterion is flat in their variance, which is reported as 0 (with a warning naming the term)."""
+def _unidentified_factors(X, factors: tuple[FactorBlock, ...], chol: np.ndarray) -> tuple[str, ...]:
+    """Grouping factors whose Z lies in the span of X (checked for those with few columns; `chol`: the
+    Cholesky factor of XᵀX): the REML/ML criterion is flat in their variance, which is reported as 0 (with
+    a warning naming the term)."""
     out = []
     for f in factors:
         if _more_levels_than_columns(f, X.shape[1]):
             continue
-        if f.n_levels * f.q <= fixed.SPAN_CHECK_COLUMNS and fixed.in_fixed_span(X, f.Z, f.codes, f.n_levels):
+        if f.n_levels * f.q <= fixed.SPAN_CHECK_COLUMNS and fixed.in_fixed_span(X, f.Z, f.codes, f.n_levels, chol):
             warn(
                 f"the variance of the random effects on {f.name!r} is not identified: every column of their Z "
                 f"lies in the span of the fixed effects (each level of {f.name!r} is a combination of fixed-effect "
@@ -369,10 +382,10 @@ def _unidentified_factors(X, factors: tuple[FactorBlock, ...]) -> tuple[str, ...
 def _more_levels_than_columns(f: FactorBlock, p: int) -> bool:
     """Whether more than p levels have a nonzero row in Z: their columns have disjoint rows, so they are
     linearly independent and cannot all lie in the span of p fixed-effect columns (no check needed)."""
-    return np.unique(f.codes[np.any(f.Z != 0, axis=1)]).size > p
+    return np.count_nonzero(np.bincount(f.codes[np.any(f.Z != 0, axis=1)], minlength=f.n_levels)) > p
 
 
-def _warn_if_labels_look_nested(factors: tuple[FactorBlock, ...], frame: pd.DataFrame) -> None:
+def _warn_if_labels_look_nested(factors: tuple[FactorBlock, ...], frame: Columns) -> None:
     """Warn when an inner factor's labels repeat across an outer factor's levels, filling most of
     the cross table with several rows per cell: `(1|school) + (1|class)` where class "1" exists in
     every school, and `(1|school/class)` was probably meant."""

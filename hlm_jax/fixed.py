@@ -36,10 +36,18 @@ def gram(X) -> np.ndarray:
 
 
 def independent_columns(XtX: np.ndarray, tol: float = ALIAS_TOL, block: int = 64) -> np.ndarray:
-    """Mask of the columns R's qr(X, tol) keeps: left to right, column j is aliased when its residual
-    on the kept columns before it has norm below tol·‖x_j‖. XtX is XᵀX; its Cholesky factor R of the
-    kept columns gives the squared residual norm as XtX_jj − |R⁻ᵀ XtX_{kept, j}|²."""
+    """Mask of the columns R's qr(X, tol) keeps (see `kept_columns`)."""
+    return kept_columns(XtX, tol, block).mask
+
+
+def kept_columns(XtX: np.ndarray, tol: float = ALIAS_TOL, block: int = 64) -> Kept:
+    """The columns R's qr(X, tol) keeps and the upper Cholesky factor of their XᵀX: left to right, column j is
+    aliased when its residual on the kept columns before it has norm below tol·‖x_j‖. XtX is XᵀX; the
+    Cholesky factor R of the kept columns gives the squared residual norm as XtX_jj − |R⁻ᵀ XtX_{kept, j}|²."""
     p = XtX.shape[0]
+    tol2 = max(tol * tol, 2 * p * np.finfo(float).eps)
+    if p <= block:  # one block: no Schur complement to form
+        return _whole_cholesky(XtX, tol2) or _sequential_cholesky(XtX, np.diag(XtX), tol2)
     keep = np.zeros(p, dtype=bool)
     R = np.zeros((0, 0))
     for start in range(0, p, block):
@@ -47,21 +55,39 @@ def independent_columns(XtX: np.ndarray, tol: float = ALIAS_TOL, block: int = 64
         kept = np.flatnonzero(keep)
         C = sla.solve_triangular(R, XtX[np.ix_(kept, cols)], trans="T") if kept.size else np.zeros((0, cols.size))
         S = XtX[np.ix_(cols, cols)] - C.T @ C
-        local = _sequential_cholesky(S, np.diag(XtX)[cols], max(tol * tol, 2 * p * np.finfo(float).eps))
+        local = _sequential_cholesky(S, np.diag(XtX)[cols], tol2)
         keep[cols] = local.mask
         if local.mask.any():
             mine = np.flatnonzero(local.mask)
-            R = np.block([[R, C[:, mine]], [np.zeros((mine.size, R.shape[1])), local.R]])
-    return keep
+            R = np.block([[R, C[:, mine]], [np.zeros((mine.size, R.shape[1])), local.R]]) if kept.size else local.R
+    return Kept(keep, R)
 
 
 @dataclass(frozen=True)
-class _Local:
+class Kept:
+    """A mask of columns and the upper Cholesky factor R of the kept columns' Gram matrix (or of a block's
+    Schur complement)."""
+
     mask: np.ndarray
     R: np.ndarray
 
 
-def _sequential_cholesky(S: np.ndarray, norms2: np.ndarray, tol2: float) -> _Local:
+def _whole_cholesky(XtX: np.ndarray, tol2: float) -> Kept | None:
+    """All columns kept and XᵀX's factor from one LAPACK factorisation, when X is well conditioned: every
+    pivot ratio d_j/‖x_j‖² at least r = max(4·tol2, 1e-6·p²). The pivots' rounding grows with X's condition
+    (about p³ε/r relative), and at that r it is below 1e-3 of every pivot, so the column-by-column scan would
+    keep every column too. None otherwise (then the scan decides)."""
+    try:
+        L = np.linalg.cholesky(XtX)
+    except np.linalg.LinAlgError:
+        return None
+    norms2 = np.diag(XtX)
+    if np.all(norms2 > 0) and np.all(np.diag(L) ** 2 > max(4 * tol2, 1e-6 * len(norms2) ** 2) * norms2):
+        return Kept(np.ones(len(norms2), dtype=bool), L.T)
+    return None
+
+
+def _sequential_cholesky(S: np.ndarray, norms2: np.ndarray, tol2: float) -> Kept:
     """Within one block: keep column i when its Schur-complement diagonal exceeds tol2·‖x_i‖²; the
     upper Cholesky factor of the kept columns' S."""
     m = S.shape[0]
@@ -76,7 +102,7 @@ def _sequential_cholesky(S: np.ndarray, norms2: np.ndarray, tol2: float) -> _Loc
             R[kept, i] = c
             R[i, i] = np.sqrt(d)
     kept = np.flatnonzero(mask)
-    return _Local(mask, R[np.ix_(kept, kept)])
+    return Kept(mask, R[np.ix_(kept, kept)])
 
 
 def segment_products(index: np.ndarray, weight: np.ndarray, n_out: int, X) -> np.ndarray:
@@ -128,16 +154,17 @@ def group_sums(X, Z: np.ndarray, codes: np.ndarray, y: np.ndarray, n_slots: int)
 SPAN_CHECK_COLUMNS = 500  # random-effect factors with at most this many columns are checked (cheap: p × l·q)
 
 
-def in_fixed_span(X, Z: np.ndarray, codes: np.ndarray, n_levels: int) -> bool:
+def in_fixed_span(X, Z: np.ndarray, codes: np.ndarray, n_levels: int, R: np.ndarray | None = None) -> bool:
     """Whether every column of a factor's Z (n_levels·q columns) lies in the column span of X, by the
-    aliasing rule: the variance of such a term is not identified (the fixed effects absorb any b)."""
+    aliasing rule: the variance of such a term is not identified (the fixed effects absorb any b). R: the
+    upper Cholesky factor of XᵀX when it is at hand (`kept_columns`), else computed here."""
     n, q = Z.shape
     if X.shape[1] == 0:
         return False
     index = codes[:, None] * q + np.arange(q)[None, :]
     XtZ = segment_products(index, Z, n_levels * q, X).T
     norms = segment_products(index, Z * Z, n_levels * q, np.ones((n, 1)))[:, 0]
-    R = sla.cholesky(gram(X), lower=False)
+    R = sla.cholesky(gram(X), lower=False) if R is None else R
     C = sla.solve_triangular(R, XtZ, trans="T")
     resid = norms - np.einsum("ij,ij->j", C, C)
     tol2 = max(ALIAS_TOL ** 2, 2 * (X.shape[1] + 1) * np.finfo(float).eps)

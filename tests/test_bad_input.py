@@ -93,3 +93,37 @@ def test_singular_fit_warns():
     with pytest.warns(hj.SingularFitWarning, match="boundary \\(singular\\) fit"):
         m = hj.lmer("Yield ~ 1 + (1 | Batch)", hj.datasets.load("dyestuff2"))
     assert m.singular and m.theta[0] == 0.0
+
+
+def test_missing_values_in_text_categorical_and_nullable_columns_are_dropped(sleep):
+    """Every kind of column counts its missing values: a text grouping factor (None), a Categorical (NaN)
+    and a nullable integer (pd.NA) column; the fit equals the one on the complete rows."""
+    data = sleep.assign(s=sleep["Subject"].astype(str), c=pd.Categorical(sleep["Subject"]),
+                        d=sleep["Days"].astype("Int64"))
+    data.loc[2, "s"], data.loc[9, "c"], data.loc[30, "d"] = None, np.nan, pd.NA
+    for formula, row in [("Reaction ~ Days + (1 | s)", 2), ("Reaction ~ Days + (1 | c)", 9),
+                         ("Reaction ~ d + (1 | Subject)", 30)]:
+        with pytest.warns(UserWarning, match=r"1 row\(s\) with missing values"):
+            m = hj.lmer(formula, data)
+        assert m.nobs == 179 and row not in m.info.row_index
+        complete = hj.lmer(formula, data.drop(index=row))
+        np.testing.assert_allclose(m.fixef, complete.fixef, rtol=1e-10)
+
+
+def test_duplicate_column_names_named():
+    data = hj.datasets.load("sleepstudy")
+    data = pd.concat([data, data[["Days"]]], axis=1)
+    with pytest.raises(hj.DesignError, match="column 'Days' appears 2 times"):
+        hj.lmer("Reaction ~ Days + (1 | Subject)", data)
+
+
+def test_design_keeps_its_own_copy_of_the_response(sleep):
+    """The design is built from the user's columns without copying the frame; editing the data afterwards
+    does not change a fitted model's response or residuals."""
+    data = sleep.copy()
+    m = hj.lmer("Reaction ~ Days + (1 | Subject)", data)
+    y, resid = m.info.y.copy(), np.asarray(m.residuals()).copy()
+    data.loc[0, "Reaction"] = 1e6
+    np.testing.assert_array_equal(m.info.y, y)
+    np.testing.assert_array_equal(np.asarray(m.residuals()), resid)
+    assert y[0] == sleep.loc[0, "Reaction"]

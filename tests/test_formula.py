@@ -73,3 +73,19 @@ def test_lme4_forms(formula, parts):
     parsed = parse_formula(formula)
     assert parsed.fixed_terms.labels == parts[0]
     assert [t.group for t in parsed.random] == parts[1]
+
+
+def test_parsed_formulas_are_kept_by_text_and_errors_raise_every_time():
+    """A formula's parse is kept (the same immutable object for the same text, another for another text or
+    `require_random`), and a formula that fails raises on every call, not only the first."""
+    a = parse_formula("Reaction ~ Days + (Days | Subject)")
+    assert parse_formula("Reaction ~ Days + (Days | Subject)") is a
+    assert parse_formula("Reaction ~ Days + (Days || Subject)") is not a
+    assert parse_formula("y ~ x", require_random=False).random == ()
+    for _ in range(2):
+        with pytest.raises(hj.FormulaError, match="no random-effects term"):
+            parse_formula("y ~ x")
+        with pytest.raises(hj.FormulaError, match="__import__"):
+            parse_formula("y ~ __import__('os') + (1 | g)")
+    with pytest.raises(hj.FormulaError, match="formula must be a string"):
+        parse_formula(["y ~ x + (1 | g)"])

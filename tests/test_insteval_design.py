@@ -49,6 +49,31 @@ def test_tolerance_is_r_qr_default_on_the_residual_norm():
         assert fixed.independent_columns(X.T @ X)[1] == kept
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_kept_columns_and_their_factor_match_the_residual_rule(seed):
+    """Well-conditioned X (one factorisation) and X with exactly aliased columns (the column scan) keep the
+    columns whose residual on the kept columns before them is not ~0, by least squares on X itself; R is
+    the Cholesky factor of the kept columns' XᵀX."""
+    rng = np.random.default_rng(seed)
+    n, p = 40, 3 + 4 * seed
+    X = rng.normal(size=(n, p)) * 10.0 ** rng.integers(-3, 4, p)
+    if seed % 2:
+        for j in rng.choice(np.arange(1, p), size=p // 3, replace=False):
+            X[:, j] = X[:, :j] @ rng.integers(-2, 3, j)
+    kept = fixed.kept_columns(X.T @ X)
+    expect = []
+    for j in range(p):
+        prev = X[:, [k for k in range(j) if expect[k]]]
+        resid = X[:, j] - prev @ np.linalg.lstsq(prev, X[:, j], rcond=None)[0]
+        expect.append(bool(resid @ resid > 1e-14 * (X[:, j] @ X[:, j])))
+    assert list(kept.mask) == expect
+    Xk = X[:, kept.mask]
+    G, norms = Xk.T @ Xk, np.sqrt(np.sum(Xk ** 2, axis=0))
+    assert np.allclose(kept.R, np.triu(kept.R)) and np.all(np.diag(kept.R) > 0)
+    assert np.max(np.abs(kept.R.T @ kept.R - G) / np.outer(norms, norms)) < 1e-12
+    assert not np.all(expect) or seed % 2 == 0
+
+
 def test_lmer_drops_aliased_columns_named_as_lme4():
     d = hj.datasets.load("insteval").iloc[:1200]
     d = d.assign(**{c: d[c].cat.remove_unused_categories() for c in ["s", "d", "dept", "service"]})

@@ -2,6 +2,7 @@
 and bare right-hand sides (the level equations of `hlm`). All go through one parser (`parse.Parser`)."""
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from .parse import COVARIANCE_CALLS, BinOp, Call, FormulaError, Name, Neg, Num, Paren, Parser, bounded, deparse, point
@@ -64,10 +65,27 @@ class ParsedFormula:
         return list(dict.fromkeys(names))
 
 
-@bounded
+PARSED_CACHE = 256  # parsed formulas kept, by their text (the parse is immutable: frozen syntax trees and terms)
+
+
 def parse_formula(formula: str, require_random: bool = True) -> ParsedFormula:
     """Split an lme4 formula into its response, fixed part and random terms (nothing is evaluated);
-    `require_random=False` accepts a formula without random terms (hj.lm)."""
+    `require_random=False` accepts a formula without random terms (hj.lm). Parses are kept by text
+    (a formula that fails raises again on every call)."""
+    if not isinstance(formula, str):
+        return _parse_formula(formula, bool(require_random))
+    return _cached_parse(formula, bool(require_random))
+
+
+@functools.lru_cache(maxsize=PARSED_CACHE)
+def _cached_parse(formula: str, require_random: bool) -> ParsedFormula:
+    """`_parse_formula`, kept for the last PARSED_CACHE formula texts."""
+    return _parse_formula(formula, require_random)
+
+
+@bounded
+def _parse_formula(formula: str, require_random: bool) -> ParsedFormula:
+    """The parse behind `parse_formula`."""
     parser, lhs, rhs = _sides(formula)
     fixed_pieces, random_terms = [], []
     pieces = [("+", rhs)] if _is_bar(rhs) else _signed_pieces(rhs, "+")
