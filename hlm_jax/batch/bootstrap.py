@@ -1,4 +1,4 @@
-"""The parametric bootstrap (lme4's bootMer) of a fitted model, in one batched program."""
+"""The parametric bootstrap (lme4's bootMer) of a fitted model, in batched programs."""
 from __future__ import annotations
 
 import time
@@ -32,7 +32,8 @@ def model_arrays(model):
 def bootstrap(model, n: int = 1000, seed: int = 0, chunk: int | None = None, progress: bool | None = None,
               max_iter: int = 200) -> BootstrapResult:
     """Parametric bootstrap (lme4's bootMer, type "parametric", use.u = FALSE): simulate n responses
-    from the fitted model, refit each (REML or ML as the model), all in one batched program.
+    from the fitted model, refit each (REML or ML as the model): the replicates' statistics drawn in one
+    batched program, the refits in another (the one `fit_many` runs for the same model structure).
 
     Returns a `BootstrapResult`; `result.confint(level)` gives percentile intervals. Deterministic for
     a seed, whatever the chunk size or number of devices. `chunk` overrides the problems per chunk

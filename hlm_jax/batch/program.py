@@ -1,4 +1,5 @@
-"""The batched programs, chunk by chunk: simulated replicates or given statistics, sharded over devices."""
+"""The batched programs, chunk by chunk: simulated replicates' statistics, and fits to given statistics (the
+simulated ones or fit_many's), sharded over devices."""
 from __future__ import annotations
 
 import jax
@@ -22,10 +23,10 @@ LATENCY = ONCE
 LATENCY_MAX_CHUNK = 2048
 
 
-def _jitted(fn, name: str) -> dict:
+def _jitted(fn, name: str, static_argnames=("width",)) -> dict:
     """fn compiled for throughput and for latency, each kept on disk (`compile_time.Program`)."""
-    return {False: Program(fn, name, static_argnames=("width",), compiler_options=THROUGHPUT),
-            True: Program(fn, name + ".latency", static_argnames=("width",), compiler_options=LATENCY)}
+    return {False: Program(fn, name, static_argnames=static_argnames, compiler_options=THROUGHPUT),
+            True: Program(fn, name + ".latency", static_argnames=static_argnames, compiler_options=LATENCY)}
 
 
 def for_latency(per_dev: int) -> bool:
@@ -33,27 +34,22 @@ def for_latency(per_dev: int) -> bool:
     return on_cpu() and per_dev <= LATENCY_MAX_CHUNK
 
 
-def _simulated_chunk(simulator: Simulator, targets: tuple, key, idx, n_total, max_iter, width: int):
-    """Replicates `idx` (< n_total are real): draw, form each target's statistics, fit. The idx axis
-    is sharded over the devices; each runs its own queue."""
+def _simulated_statistics(simulator: Simulator, key, idx):
+    """Each target's y-dependent statistics for replicates `idx` (sharded over the devices): drawn in a program
+    of their own, so that the fitting program is `given_chunk`, the one fit_many and every other simulator
+    feeding a target of the same shapes share (compiled once per process, or loaded once from disk)."""
 
-    def local(simulator, targets, key, idx, n_total, max_iter):
+    def local(simulator, key, idx):
         keys = jax.vmap(jax.random.fold_in, (None, 0))(key, idx)
         draws = jax.vmap(simulator.draw)(keys)
-        n_valid = jnp.sum(idx < n_total)
-        out = []
-        for t, target in enumerate(targets):
-            data = jax.vmap(lambda d: simulator.statistics(d, t))(draws)
-            data = jax.lax.optimization_barrier(data)  # keeps the draws out of the loop: compiles 2x faster
-            out.append(fit_target(target, data, n_valid, width, max_iter))
-        return tuple(out)
+        return tuple(jax.vmap(lambda d: simulator.statistics(d, t))(draws) for t in range(len(simulator.targets)))
 
     rep, spec = PartitionSpec(), PartitionSpec("batch")
-    return jax.shard_map(local, mesh=mesh(), in_specs=(rep, rep, rep, spec, rep, rep), out_specs=spec,
-                         check_vma=False)(simulator, targets, key, idx, n_total, max_iter)
+    return jax.shard_map(local, mesh=mesh(), in_specs=(rep, rep, spec), out_specs=spec,
+                         check_vma=False)(simulator, key, idx)
 
 
-simulated_chunk = _jitted(_simulated_chunk, "simulated_chunk")
+simulated_statistics = _jitted(_simulated_statistics, "simulated_statistics", ())
 
 
 def bytes_per_problem(G: int, q: int, p: int, batched_design: bool = False) -> int:
@@ -81,15 +77,18 @@ def run_chunks(n: int, per_dev: int, progress, desc: str, fit_chunk):
 
 
 def run_simulated(simulator, targets, n, seed, chunk, progress, max_iter, desc, dims):
-    """All n replicates, chunk by chunk; per-target dicts of numpy arrays (length n) and timings."""
+    """All n replicates, chunk by chunk: the statistics drawn (`simulated_statistics`), then each target fitted
+    to them (`given_chunk`); per-target dicts of numpy arrays (length n) and timings."""
     per_dev = chunk_size(n, bytes_per_problem(*dims), chunk)
+    latency = for_latency(per_dev)
     key = jax.random.PRNGKey(seed)
     sharding = NamedSharding(mesh(), PartitionSpec("batch"))
 
     def fit_chunk(idx, real):
-        return simulated_chunk[for_latency(per_dev)](simulator, targets, key, jax.device_put(idx, sharding),
-                                                     jnp.asarray(n, jnp.int32), jnp.asarray(max_iter, jnp.int32),
-                                                     width=slot_width())
+        statistics = simulated_statistics[latency](simulator, key, jax.device_put(idx, sharding))
+        valid = jax.device_put(real, sharding)
+        return tuple(given_chunk[latency](target, data, valid, jnp.asarray(max_iter, jnp.int32), width=slot_width())
+                     for target, data in zip(targets, statistics))
 
     return run_chunks(n, per_dev, progress, desc, fit_chunk)
 
