@@ -15,10 +15,10 @@ import scipy.sparse as sp
 
 from . import fixed
 from .design import Design, DesignError, bucket_length, with_response
-from .likelihood import crossed, crossed_newton, wide
+from .likelihood import crossed, crossed_newton, sums, wide
 from .model.layout import theta_layout
 from .likelihood.lmm import Estimates, Stats, estimates, objective
-from .optimize import NewtonState, minimize, minimize_then_polish
+from .optimize import NewtonState, gradient_and_hessian, minimize
 from .checks import check_identifiable
 from .compile_time import ONCE, Program
 from .scaling import Scales, design_scales, scale_design
@@ -52,9 +52,19 @@ def design_stats(design: Design, y: np.ndarray | None = None) -> tuple[Stats, np
 SINGLE_FIT_OPTIONS = {"xla_cpu_use_fusion_emitters": False}
 
 
+def _sums_derivatives(fun, theta: jax.Array, args) -> tuple[jax.Array, jax.Array]:
+    """(∇f, ∇²f) in closed form over the per-group sums (`likelihood.sums`, as the batches take them)."""
+    return sums.objective_derivatives(theta, *args)[1:]
+
+
 def _fit_stats(stats: Stats, theta0: jax.Array, lower: jax.Array, reml: jax.Array, max_iter: int = 200) -> RawFit:
-    """Minimise the profiled criterion over θ ≥ lower and evaluate the estimates at θ̂."""
-    state = minimize(objective, theta0, lower, (stats, reml), max_iter=max_iter)
+    """Minimise the profiled criterion over θ ≥ lower and evaluate the estimates at θ̂. Where every θ is an
+    entry of Λ, the criterion and its derivatives are the per-group-sums forms: no autodiff through the
+    per-group factorisations, so the program traces and compiles faster and runs twice as fast."""
+    if sums.applies(stats):
+        state = minimize(sums.objective, theta0, lower, (stats, reml), max_iter=max_iter, derivs=_sums_derivatives)
+    else:
+        state = minimize(objective, theta0, lower, (stats, reml), max_iter=max_iter, derivs=gradient_and_hessian)
     return RawFit(state, estimates(state.x, stats, reml))
 
 
