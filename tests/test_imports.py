@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -37,3 +38,16 @@ def test_every_public_name_resolves_and_is_listed():
     assert hj.families.Binomial(link="probit").link.name == "probit"
     assert hj.GroupModel.__module__ == "hlm_jax.model.user"
     assert hj.bootstrap.__module__.startswith("hlm_jax.batch")
+
+
+def _freeze_count(env: dict) -> int:
+    """gc.get_freeze_count() in a fresh interpreter right after `import hlm_jax`."""
+    code = "import gc, hlm_jax; print(gc.get_freeze_count())"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True, env=env)
+    return int(out.stdout.split()[-1])
+
+
+def test_import_freezes_the_imported_objects_unless_told_not_to():
+    base = {k: v for k, v in os.environ.items() if k != "HLM_JAX_NO_GC_FREEZE"}
+    assert _freeze_count(base) > 50_000          # JAX's, pandas' and hlm_jax's module objects
+    assert _freeze_count(base | {"HLM_JAX_NO_GC_FREEZE": "1"}) == 0
