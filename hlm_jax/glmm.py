@@ -317,8 +317,7 @@ def fit_problem(problem: Problem, x0, lower, max_iter: int = 200):
 
     def step(c):
         s, g, H, u = c
-        new = newton_step(laplace_deviance, s, lower, (problem, u), GTOL, MAX_STEP, search="first",
-                          derivs=lambda *_: (g, H))
+        new = newton_step(laplace_deviance, lambda *_: (s.f, g, H), s, lower, (problem, u), GTOL, MAX_STEP)
         g, H, u = jax.lax.cond(jnp.any(new.x != s.x), lambda: derivatives(new.x, problem, u)[1:], lambda: (g, H, u))
         return new, g, H, u
 

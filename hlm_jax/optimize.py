@@ -1,16 +1,18 @@
-"""Bound-constrained Newton minimisation with exact autodiff derivatives, jit-compiled and vmappable.
+"""Bound-constrained Newton minimisation with exact derivatives: one step for single fits and batches.
 
-One step: exact gradient and Hessian of the objective; variables at their lower
-bound with the gradient pushing outwards are held; the Hessian of the free
-variables is made positive definite by taking absolute eigenvalues; the step is
-capped at `max_step` per coordinate; trial points are a ladder of step lengths
-along it and short moves along a direction of negative curvature (to leave
-saddle points). A single fit takes the first trial that decreases the objective;
-a batch evaluates all trials at once (branch-free) and takes the best.
+One step (`newton_step`): derivatives at the point and the trial points (`prepare`: variables at their lower
+bound with the gradient pushing outwards are held; the free variables' Hessian is made positive definite by
+taking absolute eigenvalues; the step is capped at `max_step` per coordinate; the trials are a ladder of step
+lengths along it and short moves along a direction of negative curvature, to leave saddle points), then the
+trial search, which is a parameter (a single fit evaluates the trials in order and stops at the first decrease,
+`first_decrease`; a batch evaluates them in stages across its slots, `staged`), then one acceptance rule
+(`finish`). Single fits run the step in a while loop (`minimize`); batches run the same step under vmap in the
+slot queue (`minimize_queue`), so a batched fit follows a single fit's path.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Callable, NamedTuple
 
 import jax
@@ -20,6 +22,8 @@ import numpy as np
 STEP_LADDER = (1.0, 0.5, 0.25, 0.1, 0.03, 0.01, 1e-3, 1e-4)
 STALL_TOL = 1e-10
 ESCAPE_STEPS = (0.3, 0.03, 0.003)
+DECREASE = 1e-14   # a trial decreases f when it is below f by more than this, relative to max(1, |f|)
+ROUNDING = 1e-12   # f's rounding, relative to max(1, |f|): a step predicted to decrease f by less is flat
 
 
 class NewtonState(NamedTuple):
@@ -126,68 +130,95 @@ def _trial_points(x, g, H, lower, max_step, hold_tol):
     return trials, convex, nearly_convex, decrement
 
 
-def _best_of_all(fun, trials, f, args):
-    """Evaluate every trial at once (branch-free: suits a vmapped batch of problems)."""
-    f_trials = jax.vmap(lambda t: fun(t, *args))(trials)
-    f_trials = jnp.where(jnp.isfinite(f_trials), f_trials, jnp.inf)
-    best = jnp.argmin(f_trials)
-    return trials[best], f_trials[best]
+class Trials(NamedTuple):
+    """What one step knows at its point before any trial is evaluated (`prepare`), for the trial search and
+    `finish`: f, the projected |∇f|∞, the trial points (the ladder, then the escapes), how many of them are
+    worth evaluating in order (`limit`: 0 at a verified point, 1 where the step is flat to rounding, the ladder
+    alone where there is no negative curvature to escape along), the value a trial must beat (`threshold`)
+    and the curvature summaries (`_trial_points`)."""
+
+    f: jax.Array
+    grad_norm: jax.Array
+    points: jax.Array
+    limit: jax.Array
+    threshold: jax.Array
+    small: jax.Array
+    stop: jax.Array
+    convex: jax.Array
+    nearly_convex: jax.Array
+    decrement: jax.Array
 
 
-def _first_decrease(fun, trials, f, args, limit):
-    """Evaluate the first `limit` trials in order and stop at the first that decreases f (one evaluation, usually)."""
+def prepare(derivs: Callable, x, args, lower, gtol: float, max_step: float) -> Trials:
+    """The derivatives at x (`derivs(x, *args)` gives (f, ∇f, ∇²f)) and the step's trials.
 
-    def keep_going(c):
-        i, f_best, _ = c
-        return (i < limit) & ~(f_best < f)
-
-    def try_next(c):
-        i, _, _ = c
-        value = fun(trials[i], *args)
-        return i + 1, jnp.where(jnp.isfinite(value), value, jnp.inf), trials[i]
-
-    _, f_new, x_new = jax.lax.while_loop(keep_going, try_next, (0, jnp.asarray(jnp.inf, f.dtype), trials[0]))
-    return x_new, f_new
-
-
-def newton_step(fun: Callable, state: NewtonState, lower, args, gtol: float, max_step: float,
-                search: str = "all", derivs: Callable = gradient_and_hessian) -> NewtonState:
-    """One safeguarded projected Newton step for `fun(x, *args)` from `state`.
-
-    The gradient and Hessian at state.x come first; if the projected gradient already meets
-    the tolerance and the Hessian has no negative curvature (not a saddle), the state is marked
-    converged and x stays. `search="all"` evaluates every
-    trial point at once (for batches), "first" stops at the first decrease (for single fits).
-    `derivs(fun, x, args)` gives (∇f, ∇²f).
-    """
-    x = state.x
-    g, H = derivs(fun, x, args)
+    A point with a small projected gradient and no negative curvature is verified (`small`: nothing to try).
+    Near the optimum the criterion is flat to rounding: where the Newton step is tiny or its predicted
+    decrease (the Newton decrement) is below f's rounding, and there is no negative curvature, only the full
+    step is tried (`stop`; `finish` takes it unless it raises f beyond rounding, and the run ends there).
+    A decrease must exceed rounding (`DECREASE` relative) to count, so noise cannot keep a run going."""
+    f, g, H = derivs(x, *args)
     grad_norm = jnp.max(jnp.abs(projected_gradient(x, g, lower)))
-    tol = tolerance(state.f, gtol)
-    trials, convex, nearly_convex, decrement = _trial_points(x, g, H, lower, max_step, tol)
-    small = (grad_norm <= tol) & convex
-    # a single fit whose predicted decrease is below f's rounding tries only the full Newton step (a ladder
-    # could not see a decrease) and then stops as flat below
-    rounding = convex & (decrement <= 1e-12 * jnp.maximum(1.0, jnp.abs(state.f))) & (search != "all")
-    if search == "all":
-        x_try, f_try = _best_of_all(fun, trials, state.f, args)
-    else:
-        # at a verified point no trial is needed: it stops after one (any finite value beats f = inf)
-        x_try, f_try = _first_decrease(fun, trials, jnp.where(small, jnp.inf, state.f), args,
-                                       jnp.where(rounding, 1, trials.shape[0]))
-    improved = (f_try < state.f) & ~small & ~rounding
-    # flat to rounding (as in `batch_newton_steps`): when no trial decreases f, the full Newton step with no
-    # significant negative curvature is still taken if it does not raise f beyond rounding, and the run stops there
-    final = ~improved & ~small & nearly_convex
-    f_final = jax.lax.cond(final & ~rounding, lambda: fun(trials[0], *args), lambda: jnp.where(rounding, f_try, jnp.inf))
-    flat = final & (f_final <= state.f + 1e-12 * jnp.maximum(1.0, jnp.abs(state.f)))
-    x_new = jnp.where(improved, x_try, jnp.where(flat, trials[0], x))
-    f_new = jnp.where(improved, f_try, jnp.where(flat, f_final, state.f))
-    return NewtonState(x_new, f_new, grad_norm, state.iterations + improved.astype(jnp.int32), small,
-                       ~improved & ~small, nearly_convex, decrement)
+    tol = tolerance(f, gtol)
+    points, convex, nearly_convex, decrement = _trial_points(x, g, H, lower, max_step, tol)
+    scale = jnp.maximum(1.0, jnp.abs(f))
+    small = (grad_norm <= tol) & convex & jnp.isfinite(f)
+    tiny = jnp.max(jnp.abs(points[0] - x)) <= 1e-7 * (1.0 + jnp.max(jnp.abs(x)))
+    stop = ~small & convex & (tiny | (decrement <= ROUNDING * scale))
+    n_ladder = len(STEP_LADDER)
+    escapes = jnp.any(points[n_ladder:] != x)
+    limit = jnp.where(small, 0, jnp.where(stop, 1, jnp.where(escapes, points.shape[0], n_ladder)))
+    threshold = jnp.where(jnp.isfinite(f), f - DECREASE * scale, jnp.inf)
+    return Trials(f, grad_norm, points, limit, threshold, small, stop, convex, nearly_convex, decrement)
+
+
+def first_decrease(fun: Callable, trials: Trials, args) -> jax.Array:
+    """The trial search of a single fit: evaluate the trials in order, at most `limit` of them, and stop at the
+    first that beats the threshold (one evaluation, usually). Values of trials not evaluated are inf."""
+
+    def going(c):
+        i, found, _ = c
+        return (i < trials.limit) & ~found
+
+    def evaluate(c):
+        i, _, values = c
+        value = fun(trials.points[i], *args)
+        value = jnp.where(jnp.isfinite(value), value, jnp.inf)
+        return i + 1, value < trials.threshold, values.at[i].set(value)
+
+    values = jnp.full(trials.points.shape[:1], jnp.inf, trials.points.dtype)
+    return jax.lax.while_loop(going, evaluate, (0, jnp.zeros((), bool), values))[2]
+
+
+def finish(state: NewtonState, trials: Trials, values) -> NewtonState:
+    """The acceptance rule, one for single fits and batches: the first trial (in order) whose value beats the
+    threshold is taken; where the step is flat to rounding, or no trial decreases f at a point with no
+    significant negative curvature, the full Newton step is taken if it does not raise f beyond rounding and
+    the run stops (stalled; `verified` decides whether that counts as converged); otherwise x stays and the run
+    stops (a saddle the escapes could not leave, or no decrease)."""
+    decrease = values < trials.threshold
+    first = jnp.argmax(decrease)
+    final = trials.stop | (~trials.small & trials.nearly_convex & ~jnp.any(decrease))
+    flat = final & (values[0] <= trials.f + ROUNDING * jnp.maximum(1.0, jnp.abs(trials.f)))
+    improved = decrease[first] & ~trials.small & ~final
+    x = jnp.where(improved, trials.points[first], jnp.where(flat, trials.points[0], state.x))
+    f = jnp.where(improved, values[first], jnp.where(flat, values[0], trials.f))
+    return NewtonState(x, f, trials.grad_norm, state.iterations + 1, trials.small, ~trials.small & ~improved,
+                       trials.nearly_convex, trials.decrement)
+
+
+def newton_step(fun: Callable, derivs: Callable, state: NewtonState, lower, args, gtol: float, max_step: float,
+                search: Callable = first_decrease, each: Callable = lambda step: step) -> NewtonState:
+    """One safeguarded projected Newton step of `fun(x, *args)` from `state`, for a single fit or a batch:
+    derivatives and trials (`prepare`), the trial search `search(fun, trials, args)` (`first_decrease` for a
+    single fit; a batch's staged search over all its slots), then `finish`. A batch passes `each=jax.vmap`:
+    state and args then have a leading axis of problems, and the per-problem parts are mapped over it."""
+    trials = each(lambda s, a: prepare(derivs, s.x, a, lower, gtol, max_step))(state, args)
+    return each(finish)(state, trials, search(fun, trials, args))
 
 
 def initial_state(fun: Callable, x0, lower, args) -> NewtonState:
+    """The state at x0 (projected onto the bounds) before any step."""
     x0 = jnp.maximum(x0, lower)
     false = jnp.zeros((), bool)
     inf = jnp.asarray(jnp.inf, x0.dtype)
@@ -196,85 +227,21 @@ def initial_state(fun: Callable, x0, lower, args) -> NewtonState:
 
 def minimize(fun: Callable, x0, lower, args=(), max_iter: int = 200, gtol: float = 1e-10,
              max_step: float = 0.5, derivs: Callable = gradient_and_hessian) -> NewtonState:
-    """Minimise `fun(x, *args)` subject to x ≥ lower; stops when the projected gradient is
-    below gtol·max(1, |f|) with no negative curvature, when no trial step decreases f, or after max_iter
-    steps. `converged` in the result is `verified`: first- and second-order conditions, bounds included.
-    `derivs` gives (∇f, ∇²f) (default `gradient_and_hessian`; `forward_hessian` where that is cheaper)."""
+    """Minimise `fun(x, *args)` subject to x ≥ lower by `newton_step` with `first_decrease`; stops when the point
+    is verified (projected gradient below gtol·max(1, |f|), no negative curvature), when no trial step
+    decreases f or f is flat to rounding, or after max_iter steps. `converged` in the result is `verified`:
+    first- and second-order conditions, bounds included. `derivs(fun, x, args)` gives (∇f, ∇²f) (default
+    `gradient_and_hessian`; `forward_hessian` or a model's own where that is cheaper); f is the state's."""
     state = initial_state(fun, x0, lower, args)
 
     def keep_going(s):
         return (s.iterations < max_iter) & ~s.converged & ~s.stalled
 
-    state = jax.lax.while_loop(
-        keep_going, lambda s: newton_step(fun, s, lower, args, gtol, max_step, search="first", derivs=derivs), state)
+    def step(s):
+        return newton_step(fun, lambda x, *a: (s.f, *derivs(fun, x, a)), s, lower, args, gtol, max_step)
+
+    state = jax.lax.while_loop(keep_going, step, state)
     return state._replace(converged=verified(state))
-
-
-class QuasiNewtonState(NamedTuple):
-    """Where a projected BFGS minimisation stands (Binv: inverse-Hessian approximation)."""
-
-    x: jax.Array
-    f: jax.Array
-    g: jax.Array
-    Binv: jax.Array
-    iterations: jax.Array
-    done: jax.Array
-
-
-def _bfgs_step(fun: Callable, s: QuasiNewtonState, lower, args, gtol: float, max_step: float) -> QuasiNewtonState:
-    """One projected BFGS step: exact gradient, inverse-Hessian update, first Armijo point on the ladder."""
-    free = ~((s.x <= lower) & (s.g > 0))
-    both = free[:, None] & free[None, :]
-    gf = jnp.where(free, s.g, 0.0)
-    d = -jnp.where(both, s.Binv, 0.0) @ gf
-    d = jnp.where(gf @ d < 0, d, -gf)
-    d = d * jnp.minimum(1.0, max_step / jnp.maximum(jnp.max(jnp.abs(d)), 1e-300))
-    value_and_grad = jax.value_and_grad(fun)
-
-    def keep_going(c):
-        i, x_t, f_t, _ = c
-        armijo = f_t <= s.f + 1e-4 * (s.g @ (x_t - s.x))
-        return (i < len(STEP_LADDER)) & ~(armijo & jnp.isfinite(f_t))
-
-    def try_next(c):
-        i, *_ = c
-        x_t = jnp.maximum(s.x + jnp.asarray(STEP_LADDER, s.x.dtype)[i] * d, lower)
-        f_t, g_t = value_and_grad(x_t, *args)
-        return i + 1, x_t, f_t, g_t
-
-    start = (0, s.x, jnp.asarray(jnp.inf, s.f.dtype), s.g)
-    _, x_new, f_new, g_new = jax.lax.while_loop(keep_going, try_next, start)
-    improved = jnp.isfinite(f_new) & (f_new < s.f)
-    step, change = x_new - s.x, g_new - s.g
-    curvature = step @ change
-    rho = 1.0 / jnp.where(curvature > 1e-12, curvature, 1.0)
-    eye = jnp.eye(s.x.size, dtype=s.x.dtype)
-    updated = (eye - rho * jnp.outer(step, change)) @ s.Binv @ (eye - rho * jnp.outer(change, step)) \
-        + rho * jnp.outer(step, step)
-    Binv = jnp.where(curvature > 1e-12, updated, s.Binv)
-    x_out = jnp.where(improved, x_new, s.x)
-    f_out = jnp.where(improved, f_new, s.f)
-    g_out = jnp.where(improved, g_new, s.g)
-    small = jnp.max(jnp.abs(projected_gradient(x_out, g_out, lower))) <= tolerance(f_out, gtol)
-    return QuasiNewtonState(x_out, f_out, g_out, Binv, s.iterations + 1, small | ~improved)
-
-
-def minimize_then_polish(fun: Callable, x0, lower, args=(), max_iter: int = 200, gtol: float = 1e-10,
-                         max_step: float = 0.5) -> NewtonState:
-    """Projected BFGS with exact gradients (started from the exact Hessian at x0, made positive definite)
-    to near the optimum, then exact-Hessian Newton (`minimize`) to
-    finish and to check second-order conditions. For objectives whose Hessian costs many gradients
-    (a large dense Cholesky factor), this needs far fewer Hessians than Newton from the start: BFGS
-    runs to the same tolerance, so Newton usually confirms convergence with one Hessian."""
-    x0 = jnp.maximum(x0, lower)
-    g0, H0 = gradient_and_hessian(fun, x0, args)
-    w, V = jnp.linalg.eigh(H0)
-    Binv0 = V @ jnp.diag(1.0 / jnp.maximum(jnp.abs(w), 1e-8 * jnp.max(jnp.abs(w)) + 1e-300)) @ V.T
-    state = QuasiNewtonState(x0, fun(x0, *args), g0, Binv0, jnp.zeros((), jnp.int32), jnp.zeros((), bool))
-    state = jax.lax.while_loop(lambda s: (s.iterations < max_iter) & ~s.done,
-                               lambda s: _bfgs_step(fun, s, lower, args, gtol, max_step), state)
-    polished = minimize(fun, state.x, lower, args, max_iter=max_iter, gtol=gtol, max_step=max_step)
-    return polished._replace(iterations=polished.iterations + state.iterations)
 
 
 def verified(state, stall_tol: float = STALL_TOL):
@@ -314,88 +281,45 @@ def as_numpy(state: NewtonState) -> NewtonState:
 # no slot waits for a straggler while problems remain.
 
 
-def batch_newton_steps(fun: Callable, derivs: Callable, slots: NewtonState, lower, args, active, gtol: float,
-                       max_step: float) -> NewtonState:
-    """One projected Newton step for every slot (leading axis); `derivs(x, *args)` gives (f, ∇f, ∇²f).
+def staged(fun: Callable, trials: Trials, args, active) -> jax.Array:
+    """The trial search of a batch (leading axis: slots; `active`: slots holding a problem), for `newton_step`.
 
-    The same step as a single fit's `newton_step` (its trial points, and the first of them in ladder
-    order that decreases f), so a batched fit follows the path of `minimize` and lands on the same
-    optimum when there are several. The derivatives come first; a point with a small projected
-    gradient and no negative curvature is marked converged and stays. Trials are evaluated in
-    stages, each only for the slots that need it: the full Newton step (all); the rest of the ladder
-    (where the full step did not decrease f); the escapes along negative curvature (where the ladder
-    found no decrease and the curvature is negative). A stage needed by few slots gathers them.
-    Near the optimum the criterion is flat to rounding: a tiny full Newton step, or one where no trial
-    decreases f (with no negative curvature), that does not raise f beyond rounding is taken and the
-    problem stops there (stalled; `verified` counts it converged when its Newton decrement is small),
-    and a decrease must exceed rounding (1e-14 relative) to count, so noise cannot keep a problem going.
-    """
+    The same values as `first_decrease` where that evaluates (the first trial that beats the threshold is the
+    same), found in stages, each only for the slots that need it: the full Newton step (all); the rest of the
+    ladder (where the full step did not decrease f); the escapes along negative curvature (where the ladder
+    found no decrease). A stage needed by few slots gathers them. Values of trials not evaluated are inf."""
     n_ladder = len(STEP_LADDER)
-
-    def prepare(s, a):
-        f, g, H = derivs(s.x, *a)
-        grad_norm = jnp.max(jnp.abs(projected_gradient(s.x, g, lower)))
-        tol = tolerance(f, gtol)
-        trials, convex, nearly_convex, decrement = _trial_points(s.x, g, H, lower, max_step, tol)
-        small = (grad_norm <= tol) & convex & jnp.isfinite(f)
-        return f, grad_norm, trials, (convex, nearly_convex), decrement, small
-
-    def evaluate(trials, args):
-        values = jax.vmap(lambda ts, a: jax.vmap(lambda t: fun(t, *a))(ts))(trials, args)
-        return jnp.where(jnp.isfinite(values), values, jnp.inf)
-
-    K = slots.x.shape[0]
+    limit = jnp.where(active, trials.limit, 0)
+    K = limit.shape[0]
     few = max(K // 8, 1)
 
-    def evaluate_where(mask, trials):
+    def evaluate(points, args):
+        values = jax.vmap(lambda ts, a: jax.vmap(lambda t: fun(t, *a))(ts))(points, args)
+        return jnp.where(jnp.isfinite(values), values, jnp.inf)
+
+    def evaluate_where(mask, points):
         """Trial values where `mask` (inf elsewhere): skipped when no slot needs them; when at most K/8
         do (the usual case), only those slots are gathered and evaluated."""
-        def none(trials):
-            return jnp.full(trials.shape[:2], jnp.inf, trials.dtype)
+        def none(points):
+            return jnp.full(points.shape[:2], jnp.inf, points.dtype)
 
-        def some(trials):
+        def some(points):
             idx = jnp.nonzero(mask, size=few, fill_value=K)[0]
-            sub = jax.tree_util.tree_map(lambda a: jnp.take(a, idx, axis=0, mode="clip"), (trials, args))
-            return none(trials).at[idx].set(evaluate(*sub), mode="drop")
+            sub = jax.tree_util.tree_map(lambda a: jnp.take(a, idx, axis=0, mode="clip"), (points, args))
+            return none(points).at[idx].set(evaluate(*sub), mode="drop")
 
-        def all_(trials):
-            return jnp.where(mask[:, None], evaluate(trials, args), jnp.inf)
+        def all_(points):
+            return jnp.where(mask[:, None], evaluate(points, args), jnp.inf)
 
         count = jnp.sum(mask)
-        return jax.lax.switch(jnp.where(count == 0, 0, jnp.where(count <= few, 1, 2)), (none, some, all_), trials)
+        return jax.lax.switch(jnp.where(count == 0, 0, jnp.where(count <= few, 1, 2)), (none, some, all_), points)
 
-    f, grad_norm, trials, convex, decrement, small = jax.vmap(prepare)(slots, args)
-    scale = jnp.maximum(1.0, jnp.abs(f))
-    threshold = (f - 1e-14 * scale)[:, None]
-    f_full = evaluate(trials[:, :1], args)
-    # the rest of the ladder only matters where the full step does not decrease f
-    short = active & ~small & ~(f_full[:, 0] < threshold[:, 0])
-    f_rest = evaluate_where(short, trials[:, 1:n_ladder])
+    threshold = trials.threshold[:, None]
+    f_full = jnp.where(limit[:, None] >= 1, evaluate(trials.points[:, :1], args), jnp.inf)
+    f_rest = evaluate_where((limit > 1) & ~(f_full[:, 0] < trials.threshold), trials.points[:, 1:n_ladder])
     f_ladder = jnp.concatenate([f_full, f_rest], axis=1)
-    escapes = trials[:, n_ladder:]
-    need = active & ~small & ~jnp.any(f_ladder < threshold, axis=1) \
-        & jnp.any(escapes != slots.x[:, None, :], axis=(1, 2))
-    f_escape = evaluate_where(need, escapes)
-
-    def finish(s, f, grad_norm, trials, convex, decrement, small, f_trials):
-        x = s.x
-        scale = jnp.maximum(1.0, jnp.abs(f))
-        decrease = f_trials < f - 1e-14 * scale
-        first = jnp.argmax(decrease)
-        tiny = jnp.max(jnp.abs(trials[0] - x)) <= 1e-7 * (1.0 + jnp.max(jnp.abs(x)))
-        # at a saddle the step is tiny too: there the escapes must be tried; a nearly convex point only
-        # stops where no trial (escapes included) decreases f
-        convex, nearly_convex = convex
-        final = ~small & ((convex & tiny) | (nearly_convex & ~jnp.any(decrease)))
-        flat = final & (f_trials[0] <= f + 1e-12 * scale)
-        improved = decrease[first] & ~small & ~final
-        x_new = jnp.where(improved, trials[first], jnp.where(flat, trials[0], x))
-        f_new = jnp.where(improved, f_trials[first], jnp.where(flat, f_trials[0], f))
-        return NewtonState(x_new, f_new, grad_norm, s.iterations + 1, small, ~small & ~improved, nearly_convex,
-                           decrement)
-
-    return jax.vmap(finish)(slots, f, grad_norm, trials, convex, decrement, small,
-                            jnp.concatenate([f_ladder, f_escape], axis=1))
+    need = (limit > n_ladder) & ~jnp.any(f_ladder < threshold, axis=1)
+    return jnp.concatenate([f_ladder, evaluate_where(need, trials.points[:, n_ladder:])], axis=1)
 
 
 def minimize_queue(fun: Callable, derivs: Callable, x0, lower, data, make_args: Callable, n_valid,
@@ -431,7 +355,8 @@ def minimize_queue(fun: Callable, derivs: Callable, x0, lower, data, make_args: 
 
     def body(c):
         idx, valid, next_j, slots, args, out = c
-        new = batch_newton_steps(slot_fun, slot_derivs, slots, lower, (args,), valid, gtol, max_step)
+        new = newton_step(slot_fun, slot_derivs, slots, lower, (args,), gtol, max_step,
+                          search=partial(staged, active=valid), each=jax.vmap)
         slots = jax.tree_util.tree_map(lambda a, o: jnp.where(_expand(valid, a), a, o), new, slots)
         done = valid & (slots.converged | slots.stalled | (slots.iterations >= max_iter))
         target = jnp.where(done, idx, N)
@@ -459,6 +384,7 @@ def _blank_states(x0, count: int) -> NewtonState:
 
 
 def _expand(mask, a):
+    """`mask` (leading axes of `a`) shaped to broadcast against `a`."""
     return mask.reshape(mask.shape + (1,) * (a.ndim - 1))
 
 
