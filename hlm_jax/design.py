@@ -17,7 +17,7 @@ import scipy.sparse as sp
 
 from . import fixed
 from .formula import (Call, Columns, DesignError, FormulaError, ParsedFormula, RandomTerm, check_columns, factor_codes,
-                      model_matrix, parse_formula, response_values, select)
+                      model_matrix, parse_formula, response_values, select, used_codes)
 from .messages import warn
 
 
@@ -295,7 +295,7 @@ def _group_codes(frame: Columns, group: tuple[str, ...], name: str) -> tuple[np.
         combined = combined * len(labels) + codes
         size *= len(labels)
         label_parts.append(labels)
-    used, inverse = _used_codes(combined, size)
+    used, inverse = used_codes(combined, size)
     columns = []
     for labels in reversed(label_parts):  # the used combinations' codes, last column first
         used, codes = np.divmod(used, len(labels))
@@ -305,16 +305,6 @@ def _group_codes(frame: Columns, group: tuple[str, ...], name: str) -> tuple[np.
         raise DesignError(f"grouping factor {name!r} has a single level ({levels[0]!r}); "
                           "a random effect needs at least two groups")
     return inverse, levels
-
-
-def _used_codes(codes: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """np.unique(codes, return_inverse=True) for codes in [0, size): by counting when size is not much
-    larger than the number of codes (linear time, no sort)."""
-    if size > 4 * len(codes) + 1024:
-        used, inverse = np.unique(codes, return_inverse=True)
-        return used, inverse.astype(np.int64)
-    present = np.bincount(codes, minlength=size) > 0
-    return np.flatnonzero(present), (np.cumsum(present) - 1)[codes]
 
 
 def factor_labels(frame: pd.DataFrame, group: tuple[str, ...]) -> list[str]:
@@ -415,28 +405,34 @@ def padded_length(n: int) -> int:
 
 
 def _pad_into_buckets(X, Z, y, codes, n_groups) -> tuple[GroupBucket, ...]:
-    """Rows sorted by group, groups padded to `padded_length` rows, one bucket per length."""
+    """Rows sorted by group, groups padded to `padded_length` rows, one bucket per length: every cell's row is
+    placed at once, and X, Z and y are each gathered once for all buckets (padding cells read a zero row)."""
+    n = len(y)
     sizes = np.bincount(codes, minlength=n_groups)
     distinct, which = np.unique(sizes, return_inverse=True)
     lengths = np.array([padded_length(s) for s in distinct], dtype=np.int64)[which]
+    ladder, bucket = np.unique(lengths, return_inverse=True)  # each group's bucket, by increasing length
+    counts = np.bincount(bucket, minlength=len(ladder))
+    slots = np.array([padded_length(c) for c in counts], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(slots * ladder)])
+    by_bucket = np.argsort(bucket, kind="stable")
+    slot = np.empty(n_groups, dtype=np.int64)  # a group's place in its bucket, in group order
+    slot[by_bucket] = np.arange(n_groups) - np.repeat(np.cumsum(counts) - counts, counts)
     order = np.argsort(codes, kind="stable")
     sorted_codes = codes[order]
-    within = np.arange(len(order)) - np.concatenate([[0], np.cumsum(sizes)])[sorted_codes]  # row's place in group
+    within = np.arange(n) - (np.cumsum(sizes) - sizes)[sorted_codes]  # row's place in its group
+    gather = np.full(offsets[-1], n, dtype=np.int64)
+    gather[offsets[bucket[sorted_codes]] + slot[sorted_codes] * lengths[sorted_codes] + within] = order
+    real = gather < n
+    cells = [np.concatenate([A, np.zeros((1,) + A.shape[1:])])[gather] for A in (X, Z, y)]
+    mask, rows = real.astype(float), np.where(real, gather, 0)
     buckets = []
-    for length in np.unique(lengths):
-        groups = np.flatnonzero(lengths == length)
-        n_slots = padded_length(len(groups))
-        slot_of = np.zeros(n_groups, dtype=np.int64)
-        slot_of[groups] = np.arange(len(groups))
-        mine = lengths[sorted_codes] == length
-        idx = np.zeros((n_slots, length), dtype=np.int64)
-        mask = np.zeros((n_slots, length))
-        idx[slot_of[sorted_codes[mine]], within[mine]] = order[mine]
-        mask[slot_of[sorted_codes[mine]], within[mine]] = 1.0
+    for b, (length, n_slots) in enumerate(zip(ladder, slots)):
+        cut, shape = slice(offsets[b], offsets[b + 1]), (int(n_slots), int(length))
         group = np.full(n_slots, n_groups, dtype=np.int32)  # padding slots → dummy group
-        group[:len(groups)] = groups
-        buckets.append(GroupBucket(X[idx] * mask[..., None], Z[idx] * mask[..., None], y[idx] * mask,
-                                   mask, group, idx))
+        group[:counts[b]] = by_bucket[np.cumsum(counts)[b] - counts[b]:np.cumsum(counts)[b]]
+        Xb, Zb, yb = (c[cut].reshape(shape + c.shape[1:]) for c in cells)
+        buckets.append(GroupBucket(Xb, Zb, yb, mask[cut].reshape(shape), group, rows[cut].reshape(shape)))
     return tuple(buckets)
 
 

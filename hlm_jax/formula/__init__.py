@@ -12,8 +12,8 @@ from .lme4 import ParsedFormula, RandomTerm, parse_formula, parse_lmlist, parse_
 from .matrix import MatrixSpec, check_columns, check_finite, model_matrix, response_values
 from .parse import TRANSFORMS, Call, FormulaError, Name, deparse
 from .terms import Terms, expand, term_label
-from .transforms import DesignError, factor_codes, variables
+from .transforms import DesignError, factor_codes, used_codes, variables
 
 __all__ = ["Columns", "select", "FormulaError", "DesignError", "ParsedFormula", "RandomTerm", "parse_formula", "parse_lmlist",
            "parse_terms", "MatrixSpec", "model_matrix", "check_columns", "check_finite", "response_values", "Terms", "expand",
-           "term_label", "factor_codes", "variables", "deparse", "TRANSFORMS", "Name", "Call"]
+           "term_label", "factor_codes", "used_codes", "variables", "deparse", "TRANSFORMS", "Name", "Call"]

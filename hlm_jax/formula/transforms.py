@@ -75,6 +75,9 @@ def evaluate(node, frame: pd.DataFrame, states: dict) -> Block:
 
 
 def is_factor(values: pd.Series) -> bool:
+    """Whether a column is coded as a factor: not numeric, or boolean."""
+    if isinstance(values.dtype, np.dtype) and values.dtype.kind in "iufc":  # numpy numbers: the common case, quickly
+        return False
     return not pd.api.types.is_numeric_dtype(values) or values.dtype == bool
 
 
@@ -194,12 +197,32 @@ def factor_codes(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
         return values.cat.codes.to_numpy().astype(np.int64), cats
     if values.dtype == bool:
         return values.to_numpy().astype(np.int64), np.array(["FALSE", "TRUE"], dtype=object)
+    if isinstance(values.dtype, np.dtype) and values.dtype.kind == "i" and len(values):  # integers: by counting
+        v = values.to_numpy()
+        lo, hi = int(v.min()), int(v.max())
+        if hi - lo < 4 * len(v) + 1024:
+            used, codes = used_codes(v.astype(np.int64) - lo, hi - lo + 1)
+            return codes, np.array([str(lo + int(u)) for u in used], dtype=object)
     if pd.api.types.is_numeric_dtype(values):
         uniq, codes = np.unique(values.to_numpy(), return_inverse=True)
         labels = np.array([number_label(v) for v in uniq], dtype=object)
         return codes.astype(np.int64), labels
-    codes, uniq = pd.factorize(values.astype(str), sort=True)  # as np.unique's order, without sorting n strings
-    return codes.astype(np.int64), np.asarray(uniq, dtype=object)
+    codes, uniq = pd.factorize(values.astype(str))  # hashed in order of appearance, then the few levels sorted
+    uniq = np.asarray(uniq, dtype=object)
+    order = np.argsort(uniq, kind="stable")
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order))
+    return rank[codes], uniq[order]
+
+
+def used_codes(codes: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """np.unique(codes, return_inverse=True) for integer codes in [0, size), the inverse as int64: by counting
+    when size is not much larger than the number of codes (linear time, no sort)."""
+    if size > 4 * len(codes) + 1024:
+        used, inverse = np.unique(codes, return_inverse=True)
+        return used, inverse.astype(np.int64).reshape(-1)
+    present = np.bincount(codes, minlength=size) > 0
+    return np.flatnonzero(present), (np.cumsum(present) - 1)[codes]
 
 
 def number_label(v) -> str:
