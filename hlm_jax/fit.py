@@ -52,6 +52,14 @@ def design_stats(design: Design, y: np.ndarray | None = None) -> tuple[Stats, np
 SINGLE_FIT_OPTIONS = {"xla_cpu_use_fusion_emitters": False}
 
 
+# The criteria as jitted functions: inside a fit's program their evaluations (the start, the line search, the
+# final step) share one trace and lowering, which cuts the first fit's tracing by about a fifth.
+_sums_objective = jax.jit(sums.objective)
+_pls_objective = jax.jit(objective)
+_crossed_objective = jax.jit(crossed.objective)
+_wide_objective = jax.jit(wide.objective)
+
+
 def _sums_derivatives(fun, theta: jax.Array, args) -> tuple[jax.Array, jax.Array]:
     """(∇f, ∇²f) in closed form over the per-group sums (`likelihood.sums`, as the batches take them)."""
     return sums.objective_derivatives(theta, *args)[1:]
@@ -62,9 +70,9 @@ def _fit_stats(stats: Stats, theta0: jax.Array, lower: jax.Array, reml: jax.Arra
     entry of Λ, the criterion and its derivatives are the per-group-sums forms: no autodiff through the
     per-group factorisations, so the program traces and compiles faster and runs twice as fast."""
     if sums.applies(stats):
-        state = minimize(sums.objective, theta0, lower, (stats, reml), max_iter=max_iter, derivs=_sums_derivatives)
+        state = minimize(_sums_objective, theta0, lower, (stats, reml), max_iter=max_iter, derivs=_sums_derivatives)
     else:
-        state = minimize(objective, theta0, lower, (stats, reml), max_iter=max_iter, derivs=gradient_and_hessian)
+        state = minimize(_pls_objective, theta0, lower, (stats, reml), max_iter=max_iter, derivs=gradient_and_hessian)
     return RawFit(state, estimates(state.x, stats, reml))
 
 
@@ -185,7 +193,7 @@ def fit_crossed(stats: crossed.CrossedStats, theta0: jax.Array, lower: jax.Array
                 max_iter: int = 200):
     """`fit_stats` for several grouping factors: θ̂ and the estimates at θ̂, by projected Newton with the exact
     Hessian from trace identities (`likelihood.crossed_newton`: a Cholesky factorisation, an inverse and a product per step)."""
-    state = minimize(crossed.objective, theta0, lower, (stats, reml), max_iter=max_iter,
+    state = minimize(_crossed_objective, theta0, lower, (stats, reml), max_iter=max_iter,
                      derivs=crossed_newton.newton_derivatives)
     return state, crossed.estimates(state.x, stats, reml)
 
@@ -232,7 +240,7 @@ def wide_stats(design: Design, first: Stats, beta0: np.ndarray) -> wide.WideStat
 def fit_wide(stats: wide.WideStats, theta0: jax.Array, lower: jax.Array, reml: jax.Array, max_iter: int = 200):
     """θ̂ of the wide path (Newton with the exact derivatives of `wide.gradient_and_hessian`, by trace
     identities) and the estimates at θ̂ (`wide.estimates`)."""
-    state = minimize(wide.objective, theta0, lower, (stats, reml), max_iter=max_iter, derivs=wide.gradient_and_hessian)
+    state = minimize(_wide_objective, theta0, lower, (stats, reml), max_iter=max_iter, derivs=wide.gradient_and_hessian)
     return state, wide.estimates(state.x, stats, reml)
 
 
