@@ -84,6 +84,27 @@ def test_closed_form_derivatives_equal_autodiff(formula, data):
             np.testing.assert_allclose(H, H_num, rtol=0, atol=1e-6 * np.max(np.abs(H)))
 
 
+@pytest.mark.parametrize("formula, data", DERIVATIVE_CASES[:2])
+def test_outer_criterion_derivatives_equal_autodiff(formula, data):
+    """The outer F(T)'s closed-form gradient and Hessian-vector products against jax.hessian of F."""
+    from hlm_jax.design import build_design
+    from hlm_jax.fit import design_stats
+
+    design = build_design(formula, hj.datasets.load(data))
+    layout = theta_layout(design.info.terms)
+    with jax.enable_x64(True):
+        stats, _ = design_stats(design)
+        T = jnp.sum(sums.group_contributions(jnp.asarray(layout.start()) * 0.7, stats), axis=-1)
+        directions = jnp.asarray(np.random.default_rng(2).normal(size=(3, T.size)))
+        for reml in (0.0, 1.0):
+            r = jnp.asarray(reml)
+            f, g, HD = sums.criterion_derivatives(T, stats, r, directions)
+            H0 = jax.hessian(sums.criterion_from_sums)(T, stats, r)
+            np.testing.assert_allclose(f, sums.criterion_from_sums(T, stats, r), rtol=1e-13)
+            np.testing.assert_allclose(g, jax.grad(sums.criterion_from_sums)(T, stats, r), rtol=1e-10, atol=1e-12)
+            np.testing.assert_allclose(HD, directions @ H0, rtol=0, atol=1e-10 * np.max(np.abs(H0)))
+
+
 @pytest.mark.slow
 def test_closed_form_hessian_equals_autodiff_hessian():
     from hlm_jax.fit import design_stats

@@ -18,7 +18,7 @@ under `vmap` over many problems:
 * The Hessian splits at the sums: with J = Σ_g ∂t_g/∂θ and K = Σ_g ∂²t_g/∂θ²,
   ∇F = Jᵀ∇_T F and ∇²F = Jᵀ(∇²_T F)J + Σ_o (∇_T F)_o K_o. The per-group derivatives
   are forward-mode directional derivatives (one jvp per θ element, one jvp-of-jvp per
-  pair), again elementwise; only the small outer F is differentiated by jax.hessian.
+  pair), again elementwise; the small outer F's gradient and Hessian are closed forms too (`criterion_derivatives`).
   It is the exact Hessian (BATCHING.md point 4).
 """
 from __future__ import annotations
@@ -122,21 +122,68 @@ def _group_contributions_dense(theta: jax.Array, stats: Stats) -> jax.Array:
     return jnp.concatenate([2.0 * linalg.log_diag_sum(L)[None], S[iu, ju]], axis=0)
 
 
-def criterion_from_sums(T: jax.Array, stats: Stats, reml: jax.Array) -> jax.Array:
-    """F(T): the REML criterion (reml = 1) or ML deviance (reml = 0) from the summed contributions."""
-    p = stats.p
+def _symmetric(T: jax.Array, p: int) -> jax.Array:
+    """The (p+1) × (p+1) symmetric S from T's entries after the first (its upper triangle, row by row)."""
     full = [[None] * (p + 1) for _ in range(p + 1)]
     k = 1
     for c in range(p + 1):
         for d in range(c, p + 1):
             full[c][d] = full[d][c] = T[k]
             k += 1
-    S = jnp.stack([jnp.stack(row) for row in full])
+    return jnp.stack([jnp.stack(row) for row in full])
+
+
+def _upper(G: jax.Array, p: int) -> jax.Array:
+    """∂/∂T of ⟨G, S(T)⟩ for a symmetric G: S's upper triangle, row by row, off-diagonal entries doubled."""
+    return jnp.stack([G[c, d] * (1.0 if c == d else 2.0) for c in range(p + 1) for d in range(c, p + 1)])
+
+
+def _fixed(T: jax.Array, stats: Stats):
+    """C = [XᵀX Xᵀy; yᵀX yᵀy] − S, R_X (R_XR_Xᵀ = C_XX) and r² = C_yy − |R_X⁻¹C_Xy|²."""
+    p = stats.p
+    S = _symmetric(T, p)
     RX = linalg.cholesky(stats.XtX - S[:p, :p])
     cb = linalg.solve_lower(RX, (stats.Xty - S[:p, p])[:, None])[:, 0]
-    r2 = stats.yty - S[p, p] - jnp.sum(cb * cb)
-    dof = stats.n - reml * p
+    return S, RX, cb, stats.yty - S[p, p] - jnp.sum(cb * cb)
+
+
+def _criterion(T: jax.Array, RX: jax.Array, r2: jax.Array, dof: jax.Array, reml: jax.Array) -> jax.Array:
+    """F from T's log-determinant entry, R_X, r² and the residual degrees of freedom."""
     return T[0] + reml * 2.0 * linalg.log_diag_sum(RX) + dof * (1.0 + jnp.log(2.0 * jnp.pi * r2 / dof))
+
+
+def criterion_from_sums(T: jax.Array, stats: Stats, reml: jax.Array) -> jax.Array:
+    """F(T): the REML criterion (reml = 1) or ML deviance (reml = 0) from the summed contributions."""
+    _, RX, _, r2 = _fixed(T, stats)
+    return _criterion(T, RX, r2, stats.n - reml * stats.p, reml)
+
+
+def criterion_derivatives(T: jax.Array, stats: Stats, reml: jax.Array, directions: jax.Array):
+    """F(T), ∇F and ∇²F along each row of `directions` (k × m), in closed form (no autodiff to trace).
+
+    With C = A − S, K = C_XX⁻¹, β = K C_Xy and v = [−β; 1]: r² = vᵀCv (β minimises it), so
+    ∂F/∂C = reml·K (on the XX block) + (dof/r²) vvᵀ =: Γ; along dC, dK = −K dC K, dr² = vᵀdC v and
+    dv = [−K (dC v)_X; 0], which give dΓ. ∂F/∂T₀ = 1 and T's other entries enter C as −S(T)."""
+    p = stats.p
+    _, RX, cb, r2 = _fixed(T, stats)
+    dof = stats.n - reml * p
+    RXinv = linalg.solve_lower(RX, jnp.eye(p, dtype=T.dtype))
+    K = RXinv.T @ RXinv
+    v = jnp.concatenate([-linalg.solve_upper_t(RX, cb[:, None])[:, 0], jnp.ones(1, T.dtype)])
+    pad = [(0, 1), (0, 1)]
+    gamma = reml * jnp.pad(K, pad) + (dof / r2) * jnp.outer(v, v)
+    grad = jnp.concatenate([jnp.ones(1, T.dtype), -_upper(gamma, p)])
+
+    def along(u):
+        dC = -_symmetric(u, p)
+        dCv = dC @ v
+        dr2 = v @ dCv
+        dv = jnp.concatenate([-K @ dCv[:p], jnp.zeros(1, T.dtype)])
+        d_gamma = (-reml * jnp.pad(K @ dC[:p, :p] @ K, pad) - (dof * dr2 / r2 ** 2) * jnp.outer(v, v)
+                   + (dof / r2) * (jnp.outer(dv, v) + jnp.outer(v, dv)))
+        return jnp.concatenate([jnp.zeros(1, T.dtype), -_upper(d_gamma, p)])
+
+    return _criterion(T, RX, r2, dof, reml), grad, jax.vmap(along)(directions)
 
 
 def objective(theta: jax.Array, stats: Stats, reml: jax.Array) -> jax.Array:
@@ -227,12 +274,8 @@ def objective_derivatives(theta: jax.Array, stats: Stats, reml: jax.Array):
     J = jnp.stack(J, axis=-1)
     T = jnp.stack([total(logdet)] + [total(v) for v in S])
 
-    def outer(t):
-        return criterion_from_sums(t, stats, reml)
-
-    f, dT = jax.value_and_grad(outer)(T)
-    # the outer Hessian only along the k columns of J: k jvps of ∇F instead of the m × m matrix
-    HJ = jax.vmap(lambda v: jax.jvp(jax.grad(outer), (T,), (v,))[1])(J.T)   # (k, m)
+    # the outer F's gradient, and its Hessian only along the k columns of J (not the m × m matrix)
+    f, dT, HJ = criterion_derivatives(T, stats, reml, J.T)   # HJ: (k, m)
     Gm = [[None] * m1 for _ in range(m1)]
     for i, (a, b) in enumerate(upper, start=1):
         Gm[a][b] = Gm[b][a] = dT[i] * (1.0 if a == b else 0.5)
