@@ -67,6 +67,7 @@ def scaled_row_statistics(model, beta: np.ndarray) -> RowStatistics:
     return row_statistics(scale_design(model.design, scales), beta * scales.x / scales.y, scales.y)
 
 
+@jax.jit   # traced once for all its uses in a fit program, as `targets.gaussian_derivatives`
 def crossed_derivatives(theta, stats, reml):
     """(f, ∇f, ∇²f) of the blocked-Cholesky criterion, exact, by autodiff."""
     g, H = gradient_and_hessian(crossed.objective, theta, (stats, reml))
@@ -88,7 +89,7 @@ class CrossedTarget:
     lower: jax.Array
     reml: jax.Array
 
-    objective = staticmethod(crossed.objective)
+    objective = staticmethod(jax.jit(crossed.objective))
     derivatives = staticmethod(crossed_derivatives)
     estimates = staticmethod(crossed_estimates)
 
