@@ -13,19 +13,6 @@ from ..precision import float64
 from .results import BatchWarning, LmList
 
 
-def _fast_codes(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
-    """`design.factor_codes` (R's level order), in O(n) for integer columns with a compact range."""
-    if pd.api.types.is_integer_dtype(values) and not isinstance(values.dtype, pd.CategoricalDtype) and len(values):
-        v = values.to_numpy()
-        lo, hi = int(v.min()), int(v.max())
-        if hi - lo < 4 * len(v) + 1024:
-            present = np.bincount(v - lo, minlength=hi - lo + 1) > 0
-            rank = np.cumsum(present) - 1
-            return rank[v - lo].astype(np.int64), np.array([str(lo + i) for i in np.flatnonzero(present)],
-                                                           dtype=object)
-    return factor_codes(values)
-
-
 def _plain_columns(terms, frame: pd.DataFrame):
     """X's columns when every term is a numeric column (the intercept as a scalar 1), taken straight
     from the frame; None when the general model matrix is needed."""
@@ -123,9 +110,9 @@ def _groups(frame: pd.DataFrame, group: tuple[str, ...]):
             starts = np.concatenate([[0], np.flatnonzero(v[1:] != v[:-1]) + 1])
             sizes = np.diff(np.concatenate([starts, [len(v)]]))
             return v[starts].astype(str).astype(object), sizes, starts, None
-    codes, levels = _fast_codes(col)
+    codes, levels = factor_codes(col)
     for name in group[1:]:
-        c2, l2 = _fast_codes(frame[name])
+        c2, l2 = factor_codes(frame[name])
         used, codes = np.unique(codes * len(l2) + c2, return_inverse=True)
         levels = np.array([level_label([levels[u // len(l2)], l2[u % len(l2)]]) for u in used], dtype=object)
     sizes = np.bincount(codes, minlength=len(levels))
