@@ -54,25 +54,36 @@ SINGLE_FIT_OPTIONS = {"xla_cpu_use_fusion_emitters": False}
 
 # The criteria as jitted functions: inside a fit's program their evaluations (the start, the line search, the
 # final step) share one trace and lowering, which cuts the first fit's tracing by about a fifth.
-_sums_objective = jax.jit(sums.objective)
-_pls_objective = jax.jit(objective)
 _crossed_objective = jax.jit(crossed.objective)
 _wide_objective = jax.jit(wide.objective)
 
 
-def _sums_derivatives(fun, theta: jax.Array, args) -> tuple[jax.Array, jax.Array]:
-    """(∇f, ∇²f) in closed form over the per-group sums (`likelihood.sums`, as the batches take them)."""
-    return sums.objective_derivatives(theta, *args)[1:]
+@jax.jit
+def gaussian_objective(theta, stats: Stats, reml):
+    """The profiled criterion: the per-group-sums form where every θ is an entry of Λ, else the PLS form."""
+    return sums.objective(theta, stats, reml) if sums.applies(stats) else objective(theta, stats, reml)
+
+
+@jax.jit
+def gaussian_derivatives(theta, stats: Stats, reml):
+    """(f, ∇f, ∇²f): closed form where `sums` applies (no autodiff through the per-group factorisations), else
+    autodiff; single fits and batches (`batch.targets`) take the same two functions."""
+    if sums.applies(stats):
+        return sums.objective_derivatives(theta, stats, reml)
+    g, H = gradient_and_hessian(objective, theta, (stats, reml))
+    return objective(theta, stats, reml), g, H
+
+
+def _gaussian_derivs(fun, theta: jax.Array, args) -> tuple[jax.Array, jax.Array]:
+    """`gaussian_derivatives` in `minimize`'s `derivs` form: (∇f, ∇²f)."""
+    return gaussian_derivatives(theta, *args)[1:]
 
 
 def _fit_stats(stats: Stats, theta0: jax.Array, lower: jax.Array, reml: jax.Array, max_iter: int = 200) -> RawFit:
     """Minimise the profiled criterion over θ ≥ lower and evaluate the estimates at θ̂. Where every θ is an
     entry of Λ, the criterion and its derivatives are the per-group-sums forms: no autodiff through the
     per-group factorisations, so the program traces and compiles faster and runs twice as fast."""
-    if sums.applies(stats):
-        state = minimize(_sums_objective, theta0, lower, (stats, reml), max_iter=max_iter, derivs=_sums_derivatives)
-    else:
-        state = minimize(_pls_objective, theta0, lower, (stats, reml), max_iter=max_iter, derivs=gradient_and_hessian)
+    state = minimize(gaussian_objective, theta0, lower, (stats, reml), max_iter=max_iter, derivs=_gaussian_derivs)
     return RawFit(state, estimates(state.x, stats, reml))
 
 

@@ -67,7 +67,7 @@ def scaled_row_statistics(model, beta: np.ndarray) -> RowStatistics:
     return row_statistics(scale_design(model.design, scales), beta * scales.x / scales.y, scales.y)
 
 
-@jax.jit   # traced once for all its uses in a fit program, as `targets.gaussian_derivatives`
+@jax.jit   # traced once for all its uses in a fit program, as `fit.gaussian_derivatives`
 def crossed_derivatives(theta, stats, reml):
     """(f, ∇f, ∇²f) of the blocked-Cholesky criterion, exact, by autodiff."""
     g, H = gradient_and_hessian(crossed.objective, theta, (stats, reml))

@@ -8,29 +8,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..likelihood import sums
-from ..likelihood.lmm import Stats, estimates, objective
+from ..fit import gaussian_derivatives, gaussian_objective
+from ..likelihood.lmm import Stats, estimates
 from ..model.layout import FactorStructure, ThetaLayout
-from ..optimize import batch_converged, gradient_and_hessian, minimize_queue
+from ..optimize import batch_converged, minimize_queue
 from ..scaling import Scales
-
-
-# The batched Newton step evaluates the criterion at several places (the full step, the ladder, the escapes, for
-# all slots or a gathered few): as jitted functions, the criterion and its derivatives are traced once and each
-# place re-batches that trace (5% less tracing and lowering of a bootstrap's fit program; `fit` does the same).
-@jax.jit
-def gaussian_objective(theta, stats: Stats, reml):
-    """The profiled criterion: the per-group-sums form where every θ is an entry of Λ, else the PLS form."""
-    return sums.objective(theta, stats, reml) if sums.applies(stats) else objective(theta, stats, reml)
-
-
-@jax.jit
-def gaussian_derivatives(theta, stats: Stats, reml):
-    """(f, ∇f, ∇²f): closed form where `sums` applies, else autodiff."""
-    if sums.applies(stats):
-        return sums.objective_derivatives(theta, stats, reml)
-    g, H = gradient_and_hessian(objective, theta, (stats, reml))
-    return objective(theta, stats, reml), g, H
 
 
 @jax.tree_util.register_dataclass
