@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 import jax
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 
 from . import fixed
 from .formula import (Call, Columns, DesignError, FormulaError, ParsedFormula, RandomTerm, check_columns, factor_codes,
                       model_matrix, parse_formula, response_values, select, used_codes)
+from .formula.sparse import issparse, scipy_sparse
 from .messages import warn
 
 
@@ -121,7 +121,7 @@ class DesignInfo:
     @property
     def sparse(self) -> bool:
         """Whether X is kept sparse (the wide path: no per-group padding of X)."""
-        return sp.issparse(self.X)
+        return issparse(self.X)
 
     @property
     def nobs(self) -> int:
@@ -207,7 +207,7 @@ def build_design(formula: str, data: pd.DataFrame, sparse: bool | None = None) -
     unidentified = _unidentified_factors(part.X, factors, part.chol)
     first = factors[0]
     wide = uses_sparse_path(*part.X.shape) if sparse is None else sparse
-    X = sp.csr_matrix(part.X) if wide else (part.X.toarray() if sp.issparse(part.X) else part.X)
+    X = scipy_sparse().csr_matrix(part.X) if wide else (part.X.toarray() if issparse(part.X) else part.X)
     buckets = () if wide else _pad_into_buckets(X, first.Z, y, first.codes, first.n_levels)
     info = DesignInfo(formula, parsed, parsed.response, part.names, part.dropped, terms, factors,
                       X, y, frame.index, n_dropped, part.spec, part.terms, part.assign, unidentified,

@@ -11,7 +11,6 @@ from typing import NamedTuple
 
 import jax
 import numpy as np
-import scipy.sparse as sp
 
 from . import fixed
 from .design import Design, DesignError, bucket_length, with_response
@@ -20,6 +19,7 @@ from .model.layout import theta_layout
 from .likelihood.lmm import Estimates, Stats, estimates, objective
 from .optimize import NewtonState, gradient_and_hessian, minimize
 from .checks import check_identifiable
+from .formula.sparse import issparse, scipy_sparse
 from .compile_time import ONCE, Program
 from .scaling import Scales, design_scales, scale_design
 
@@ -33,7 +33,7 @@ class RawFit(NamedTuple):
 
 def ols_coefficients(X, y: np.ndarray) -> np.ndarray:
     """Least-squares β of y on X, dense or sparse (the reference point y is centred at)."""
-    return fixed.least_squares(X, y) if sp.issparse(X) else np.linalg.lstsq(X, y, rcond=None)[0]
+    return fixed.least_squares(X, y) if issparse(X) else np.linalg.lstsq(X, y, rcond=None)[0]
 
 
 def design_stats(design: Design, y: np.ndarray | None = None) -> tuple[Stats, np.ndarray]:
@@ -216,6 +216,7 @@ def wide_stats(design: Design, first: Stats, beta0: np.ndarray) -> wide.WideStat
     n, others = info.nobs, info.factors[1:]
     offsets = np.cumsum([0] + [f.n_levels * f.q for f in others])
     Q2 = int(offsets[-1])
+    sp = scipy_sparse()
     blocks = [info.X, sp.csr_matrix((info.y - info.X @ beta0)[:, None])]
     if others:
         idx = np.concatenate([offsets[k] + f.codes[:, None] * f.q + np.arange(f.q) for k, f in enumerate(others)], 1)

@@ -23,7 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.linalg as sla
-import scipy.sparse as sp
+
+from .formula.sparse import issparse, scipy_sparse
 
 ALIAS_TOL = 1e-7  # R's qr() default, used by lm and lme4's rank check
 SHOWN_DROPPED = 6  # names listed in the aliasing warning
@@ -32,7 +33,7 @@ SHOWN_DROPPED = 6  # names listed in the aliasing warning
 def gram(X) -> np.ndarray:
     """XᵀX as a dense array, for a dense or a sparse X."""
     G = X.T @ X
-    return np.asarray(G.toarray() if sp.issparse(G) else G, dtype=float)
+    return np.asarray(G.toarray() if issparse(G) else G, dtype=float)
 
 
 def independent_columns(XtX: np.ndarray, tol: float = ALIAS_TOL, block: int = 64) -> np.ndarray:
@@ -109,17 +110,17 @@ def segment_products(index: np.ndarray, weight: np.ndarray, n_out: int, X) -> np
     """M X as a dense (n_out, p) array, where M (n_out × n) has M[index[r, k], r] = weight[r, k]:
     per-level sums Σ_{rows at level} z_r x_rᵀ (ZᵀX by group) for a dense or a sparse X."""
     n, k = index.shape
-    if not sp.issparse(X):  # per-column weighted counts: no sparse matrix to build (10x faster for small q)
+    if not issparse(X):  # per-column weighted counts: no sparse matrix to build (10x faster for small q)
         X = np.asarray(X, float).reshape(n, -1)
         out = np.zeros((n_out, X.shape[1]))
         for j in range(k):
             for c in range(X.shape[1]):
                 out[:, c] += np.bincount(index[:, j], weight[:, j] * X[:, c], minlength=n_out)
         return out
-    M = sp.csr_matrix((np.asarray(weight, float).ravel(), (index.ravel(), np.repeat(np.arange(n), k))),
-                      shape=(n_out, n))
+    M = scipy_sparse().csr_matrix((np.asarray(weight, float).ravel(), (index.ravel(), np.repeat(np.arange(n), k))),
+                                  shape=(n_out, n))
     out = M @ X
-    return np.asarray(out.toarray() if sp.issparse(out) else out, dtype=float)
+    return np.asarray(out.toarray() if issparse(out) else out, dtype=float)
 
 
 def least_squares(X, y: np.ndarray, XtX: np.ndarray | None = None) -> np.ndarray:

@@ -15,9 +15,9 @@ import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.sparse as sp
 
 from .design import Design
+from .formula.sparse import issparse, scipy_sparse
 from .model.layout import ThetaLayout
 
 
@@ -72,7 +72,7 @@ def rms(sum_of_squares, n):
 
 def column_scales(A) -> np.ndarray:
     """Root mean square of each column of a dense or sparse A; 1 for a column that is zero."""
-    squares = A.multiply(A).sum(axis=0) if sp.issparse(A) else np.sum(np.asarray(A, dtype=float) ** 2, axis=0)
+    squares = A.multiply(A).sum(axis=0) if issparse(A) else np.sum(np.asarray(A, dtype=float) ** 2, axis=0)
     return rms(np.asarray(squares, dtype=float).ravel(), max(A.shape[0], 1))
 
 
@@ -112,7 +112,7 @@ def design_scales(design: Design, layout: ThetaLayout) -> Scales:
 def scale_design(design: Design, scales: Scales) -> Design:
     """The design in scaled units: X̃ = XE⁻¹, each Z̃_k = Z_kD_k⁻¹, ỹ = y/s (padded tensors and rows alike)."""
     info = design.info
-    X = info.X @ sp.diags(1.0 / scales.x) if sp.issparse(info.X) else info.X / scales.x
+    X = info.X @ scipy_sparse().diags(1.0 / scales.x) if issparse(info.X) else info.X / scales.x
     buckets = tuple(dataclasses.replace(b, X=b.X / scales.x, Z=b.Z / scales.z[0], y=b.y / scales.y)
                     for b in design.buckets)
     factors = tuple(dataclasses.replace(f, Z=f.Z / zk) for f, zk in zip(info.factors, scales.z))

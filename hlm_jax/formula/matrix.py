@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
+from .sparse import issparse, scipy_sparse
 
 from .parse import FormulaError, Name, bounded, deparse
 from .terms import Terms, term_label
@@ -63,11 +63,11 @@ def model_matrix(terms: Terms, frame: pd.DataFrame, sparse=False) -> tuple[np.nd
 def check_finite(X, names, index: pd.Index) -> None:
     """Model-matrix values that are inf or NaN (an inf in the data, the log of a value ≤ 0, ...) raise a
     DesignError naming the column and the rows."""
-    if np.all(np.isfinite(X.data if sp.issparse(X) else X)):
+    if np.all(np.isfinite(X.data if issparse(X) else X)):
         return
-    dense = X.tocsc() if sp.issparse(X) else np.asarray(X)
+    dense = X.tocsc() if issparse(X) else np.asarray(X)
     for j, name in enumerate(names):
-        col = dense[:, [j]].toarray().ravel() if sp.issparse(dense) else dense[:, j]
+        col = dense[:, [j]].toarray().ravel() if issparse(dense) else dense[:, j]
         bad = np.flatnonzero(~np.isfinite(col))
         if bad.size:
             rows = ", ".join(repr(r) for r in index[bad[:5]]) + (", ..." if bad.size > 5 else "")
@@ -95,6 +95,7 @@ def _columns(terms: Terms, full, frame: pd.DataFrame, states: dict, blocks: dict
     if blocks is None:
         blocks = {a: evaluate(a, frame, states) for a in terms.atoms}
     ones = np.ones((len(frame), 1))
+    sp = scipy_sparse() if sparse else None
     cols, names, term_columns = [], [], {}
     if terms.intercept:
         cols.append(sp.csc_matrix(ones) if sparse else ones)
@@ -134,7 +135,8 @@ def _row_kronecker(A, B):
     within = np.arange(owner.size) - np.repeat(np.cumsum(counts) - counts, counts)
     a = A.indptr[rows_b][owner] + within
     cols = A.indices[a] + A.shape[1] * B.indices[owner]
-    return sp.csr_matrix((A.data[a] * B.data[owner], (rows_b[owner], cols)), shape=(A.shape[0], A.shape[1] * B.shape[1]))
+    return scipy_sparse().csr_matrix((A.data[a] * B.data[owner], (rows_b[owner], cols)),
+                                     shape=(A.shape[0], A.shape[1] * B.shape[1]))
 
 
 def check_columns(names: list[str], data: pd.DataFrame) -> None:

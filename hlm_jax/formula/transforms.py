@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
+from .sparse import scipy_sparse
 
 from .parse import NUMERIC, TRANSFORMS, BinOp, Call, FormulaError, Literal, Name, Neg, Num, Paren, deparse
 
@@ -36,12 +36,13 @@ class Block:
         """Columns and names: numeric as is; a factor by treatment contrasts, or all indicators if `full`
         (`sparse`: a scipy CSC matrix, so a factor with thousands of levels costs one entry per row)."""
         if not self.factor:
-            return (sp.csc_matrix(self.values) if sparse else self.values), tuple(self.label + s for s in self.suffixes)
+            names = tuple(self.label + s for s in self.suffixes)
+            return (scipy_sparse().csc_matrix(self.values) if sparse else self.values), names
         first = 0 if full else 1
         names = tuple(self.label + self.suffixes[k] for k in range(first, len(self.suffixes)))
         if sparse:
             rows = np.flatnonzero(self.values >= first)
-            return sp.csc_matrix((np.ones(rows.size), (rows, self.values[rows] - first)),
+            return scipy_sparse().csc_matrix((np.ones(rows.size), (rows, self.values[rows] - first)),
                                  shape=(len(self.values), len(names))), names
         X = (self.values[:, None] == np.arange(first, len(self.suffixes))[None, :]).astype(float)
         return X, names
