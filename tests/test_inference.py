@@ -327,6 +327,39 @@ def test_r2_nakagawa_random_slopes():
     rel_close(m.icc()["adjusted"], var_r / (var_r + var_e), rtol=1e-4)
 
 
+def test_profile_deviance_and_held_fixed_effect_match_direct_paths():
+    """The profile's ML deviance in (θ, σ) and its closed-form derivatives equal ddf.unprofiled_deviance and its
+    autodiff derivatives; the statistics with β_j held give the profiled deviance of lme4's β_j profile,
+    log|L|² + n(1 + log 2π(r² + (b − β̂_j)²/c_jj)/n) with c_jj = [(R_X R_Xᵀ)⁻¹]_jj."""
+    import jax
+    import jax.numpy as jnp
+
+    from hlm_jax.fit import gaussian_objective
+    from hlm_jax.inference._likelihood import estimates_at, model_stats
+    from hlm_jax.inference.unprofiled import deviance, deviance_derivatives, held_column
+
+    m = fit("Reaction ~ Days + (Days | Subject)", "sleepstudy", REML=False)
+    with jax.enable_x64(True):
+        stats, beta0 = model_stats(m.design)
+        varpar = jnp.asarray(np.append(np.asarray(m.theta) * [1.2, 0.7, 0.9], 0.8 * m.sigma))
+        direct = lambda vp: ddf_mod.unprofiled_deviance(vp, stats, jnp.zeros(()))
+        value, grad, hess = jax.jit(deviance_derivatives)(varpar, stats)
+        rel_close(jax.jit(deviance)(varpar, stats), direct(varpar), rtol=1e-12)
+        rel_close(value, direct(varpar), rtol=1e-12)
+        rel_close(grad, jax.jit(jax.grad(direct))(varpar), rtol=1e-7, atol=1e-9)
+        rel_close(hess, jax.jit(jax.hessian(direct))(varpar), rtol=1e-7, atol=1e-7)
+        theta = varpar[:-1]
+        est = estimates_at(theta, stats, jnp.zeros(()))
+        n = float(stats.n)
+        s2 = float(est.sigma) ** 2
+        for j, b in [(0, 240.0), (1, 13.0)]:
+            delta = b - beta0[j]
+            held = held_column(stats, jnp.eye(2)[j], jnp.asarray(delta))
+            r2 = n * s2 + (delta - float(est.beta[j])) ** 2 / (float(est.vcov_beta[j, j]) / s2)
+            expected = float(est.objective) - n * np.log(s2) + n * np.log(r2 / n)
+            rel_close(gaussian_objective(theta, held, jnp.zeros(())), expected, rtol=1e-12)
+
+
 @pytest.mark.slow  # a profile of hsb plus direct Nelder-Mead minimisations (~40 s)
 def test_profile_of_a_singular_fit_against_direct_minimisation():
     """hsb_full is singular (correlation 1); there lme4's profile intervals are off (its cor lower end

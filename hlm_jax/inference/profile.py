@@ -15,10 +15,12 @@ Holding one variance parameter, the others are free in x = (θ, log σ), θ unbo
 deviance depends on ΛΛᵀ only and is smooth in every entry of Λ, also where a variance is 0
 or a correlation ±1, which is where lme4's sd/cor scale has its edges): an sd σ|λ_k| is held
 by σ = value/|λ_k|, σ directly, a correlation cos∠(λ_k, λ_l) by rebuilding row k of Λ from
-its part orthogonal to row l (`held_varpar`). Each ζ is the better of two Newton runs, from
-the last solution and from it with the diagonal of Λ moved off 0. The fixed effects are
-profiled exactly over β: holding β_j = b adds (b − β̂_j(θ))² / [(R_X R_Xᵀ)⁻¹]_jj to the
-penalised residual sum of squares at θ, which is then minimised over θ ≥ its bounds.
+its part orthogonal to row l (`held_varpar`). Each ζ is the best of a few Newton runs, from
+the last solution and from it with the diagonal of Λ moved off 0 (see `starts`). The fixed effects are
+profiled exactly: holding β_j = b is the model of y − b·x_j on the other columns, whose statistics
+(`unprofiled.held_column`, same shapes) go through the same program with (θ, log σ) free. One compiled
+program serves every parameter; its deviance and derivatives come in closed form from the profiled
+criterion's (`unprofiled`), one start a call.
 Correlations are searched on their own scale, sds and σ on the log scale (from 0 upwards
 for an sd estimated at 0).
 """
@@ -39,8 +41,8 @@ from ..optimize import minimize
 from ..precision import float64
 from ..progress import bar as progress_bar
 from ..results import fit_design
-from ._likelihood import estimates_at, model_stats, n_and_p
-from .ddf import unprofiled_deviance
+from ._likelihood import model_stats
+from .unprofiled import deviance, deviance_derivatives, held_column
 
 BOUNDARY_COR = 1.0 - 1e-6  # a correlation searched no closer to ±1 (ζ is flat there anyway)
 COR_STEP, LOG_SD_STEP = 0.1, 0.3  # first steps out from the estimate: a correlation, a log sd or log σ
@@ -67,7 +69,7 @@ def wald_intervals(model, level: float = 0.95) -> pd.DataFrame:
 
 # ---- the variance parameters, held one at a time ------------------------------------------------
 
-SD, COR, SIGMA = 0, 1, 2
+SD, COR, SIGMA, FIXED = 0, 1, 2, 3
 RANDOM_STARTS = 8
 
 
@@ -88,7 +90,8 @@ def held_varpar(x: jax.Array, kind, value, E_k: jax.Array, E_l: jax.Array) -> tu
     σ|λ_k|: holding it, row k becomes (value/σ) v/|v| (penalty (|v|² − 1)² for the unused scale of v).
     The correlation of rows k > l is cos∠(λ_k, λ_l): row k becomes α û_l + w from the part w of v
     orthogonal to û_l, α = r|w|/√(1 − r²) (penalty (û_l·v)²). Holding σ leaves log σ unused (penalty
-    (log σ)²). θ itself is unbounded here: the deviance depends on ΛΛᵀ only and is smooth in Λ.
+    (log σ)²). FIXED (a fixed effect held, through the statistics) holds nothing here: varpar = (θ, e^{log σ}).
+    θ itself is unbounded here: the deviance depends on ΛΛᵀ only and is smooth in Λ.
     """
     theta, log_sigma = x[:-1], x[-1]
     is_sd, is_cor, is_sigma = kind == SD, kind == COR, kind == SIGMA
@@ -103,49 +106,49 @@ def held_varpar(x: jax.Array, kind, value, E_k: jax.Array, E_l: jax.Array) -> tu
     row_cor = r * _safe_norm(w) / jnp.sqrt(1.0 - r * r) * u + w
     row_sd = jnp.where(is_sd, value, 1.0) / sigma * v / _safe_norm(v)
     new_row = jnp.where(is_cor, row_cor, jnp.where(is_sd, row_sd, v))
-    theta = jnp.where(is_sigma, theta, theta + E_k @ (new_row - v))
+    theta = jnp.where(is_cor | is_sd, theta + E_k @ (new_row - v), theta)
     norm2 = jnp.sum(v * v)
-    penalty = jnp.where(is_cor, along * along,
-                        jnp.where(is_sd, (norm2 - 1.0) ** 2, log_sigma * log_sigma))
+    penalty = jnp.where(is_cor, along * along, jnp.where(is_sd, (norm2 - 1.0) ** 2,
+                                                         jnp.where(is_sigma, log_sigma * log_sigma, 0.0)))
     return jnp.concatenate([theta, sigma[None]]), penalty
 
 
-def _variance_objective(x, kind, value, E_k, E_l, stats):
+def _held_objective(x, kind, value, E_k, E_l, stats):
+    """The ML deviance at x = (θ, log σ) mapped onto the held set, plus `held_varpar`'s penalty."""
     varpar, penalty = held_varpar(x, kind, value, E_k, E_l)
-    return unprofiled_deviance(varpar, stats, jnp.zeros(())) + penalty
+    return deviance(varpar, stats) + penalty
 
 
-def _minimise_variance_starts(x0, lower, kind, value, E_k, E_l, stats):
-    """Minimise over x = (θ, log σ) ≥ lower from each start (rows of x0) at once."""
+def _held_derivatives(fun, x, args):
+    """(∇f, ∇²f) of `_held_objective` by the chain rule: D's closed-form derivatives in varpar (`deviance_derivatives`)
+    and forward-mode first and second derivatives of the small map x → (varpar, penalty)."""
+    kind, value, E_k, E_l, stats = args
 
-    def one(start):
-        state = minimize(_variance_objective, start, lower, (kind, value, E_k, E_l, stats), max_iter=100)
-        return state.x, state.f
+    def held(z):
+        varpar, penalty = held_varpar(z, kind, value, E_k, E_l)
+        return jnp.append(varpar, penalty)
 
-    return jax.vmap(one)(x0)
+    def jacobian_twice(z):
+        J = jax.jacfwd(held)(z)
+        return J, J
 
-
-_minimise_variance = Program(_minimise_variance_starts, "profile_variance", compiler_options=ONCE)
-
-
-def fixed_profile_objective(theta, j, delta, stats):
-    """ML deviance at θ with β_j held at β₀_j + delta (the other β and σ profiled out)."""
-    est = estimates_at(theta, stats, jnp.zeros(()))
-    n = n_and_p(stats)[0]
-    s2 = est.sigma ** 2
-    logdet = est.objective - n * (1.0 + jnp.log(2.0 * jnp.pi * s2))
-    c_jj = est.vcov_beta[j, j] / s2
-    r2 = n * s2 + (delta - est.beta[j]) ** 2 / c_jj
-    return logdet + n * (1.0 + jnp.log(2.0 * jnp.pi * r2 / n))
+    second, J = jax.jacfwd(jacobian_twice, has_aux=True)(x)   # (m, k, k), (m, k)
+    _, g, H = deviance_derivatives(held(x)[:-1], stats)
+    weights = jnp.append(g, 1.0)
+    return J.T @ weights, J[:-1].T @ H @ J[:-1] + jnp.tensordot(weights, second, 1)
 
 
-def _minimise_fixed_at(theta0, lower, j, delta, stats):
-    """Minimise the deviance over θ ≥ lower with β_j held at β₀_j + delta."""
-    state = minimize(fixed_profile_objective, theta0, lower, (j, delta, stats), max_iter=100)
+def _minimise_held_at(x0, lower, kind, value, E_k, E_l, column, delta, stats):
+    """Minimise the ML deviance over x = (θ, log σ) ≥ lower with one variance parameter held (`held_varpar`)
+    or, for kind FIXED, β_j held at β₀_j + delta (`column`: the one-hot of j)."""
+    stats = held_column(stats, column, delta)
+    state = minimize(_held_objective, x0, lower, (kind, value, E_k, E_l, stats), max_iter=100,
+                     derivs=_held_derivatives)
     return state.x, state.f
 
 
-_minimise_fixed = Program(_minimise_fixed_at, "profile_fixed", compiler_options=ONCE)
+# one program for every held parameter (variance parameters and fixed effects alike), one start a call
+_minimise_held = Program(_minimise_held_at, "profile_held", compiler_options=ONCE)
 
 
 # ---- profiles ------------------------------------------------------------------------------------
@@ -168,7 +171,6 @@ class _Profiler:
         for t, q in enumerate(self.sizes):
             self.params += [(SD if i == j else COR, t, i, j) for i, j in _lower_tri(q)]
         self.params.append((SIGMA, -1, 0, 0))
-        self.lower_theta = np.asarray(ml.layout.lower, float)
         self.min_dev = self.base
         self.x_hat = np.append(self.theta, np.log(ml.sigma))
         self.lower_x = np.append(ml.layout.lower, -np.inf)  # diagonal of Λ ≥ 0, as in the fit
@@ -238,29 +240,39 @@ class _Profiler:
             starts = self.starts(start["x"])
             if kind == SIGMA:
                 starts[:, -1] = 0.0  # log σ is a dummy then (see held_varpar)
-            xs, fs = _minimise_variance(starts, lower, np.asarray(kind), np.asarray(float(x)), E_k, E_l, self.stats)
-            fs = np.where(np.isfinite(np.asarray(fs)), np.asarray(fs), np.inf)
+            runs = [self.minimise(s, lower, kind, float(x), E_k, E_l) for s in starts]  # dispatched, then read
+            fs = np.array([float(f) for _, f in runs])
+            fs = np.where(np.isfinite(fs), fs, np.inf)
             best = int(np.argmin(fs))
             if np.isfinite(fs[best]):
-                start["x"] = np.asarray(xs)[best]
-            f = float(fs[best])
-            self.min_dev = min(self.min_dev, f)
-            return np.sign(x - x_ref) * np.sqrt(max(f - self.base, 0.0))
+                start["x"] = np.asarray(runs[best][0])
+            return self.zeta_of(x - x_ref, float(fs[best]))
 
         return zeta, x_hat
 
+    def minimise(self, x0, lower, kind: int, value: float, E_k, E_l, j: int | None = None, delta: float = 0.0):
+        """`_minimise_held` from x0 (arrays as JAX returns them, not yet read)."""
+        column = np.zeros(len(self.beta0)) if j is None else np.eye(len(self.beta0))[j]
+        return _minimise_held(x0, lower, np.asarray(kind), np.asarray(value), E_k, E_l, column, np.asarray(delta),
+                              self.stats)
+
+    def zeta_of(self, offset: float, f: float) -> float:
+        """ζ from the minimised deviance f at a held value `offset` from the estimate."""
+        self.min_dev = min(self.min_dev, f)
+        return np.sign(offset) * np.sqrt(max(f - self.base, 0.0))
+
     def fixed_zeta_fn(self, j: int):
+        """ζ as a function of fixed effect j's value (σ and θ free, β_j held through the statistics)."""
         beta_hat = float(self.ml.fixef.iloc[j])
-        start = {"theta": np.asarray(self.ml.theta, float)}
+        start = {"x": self.x_hat.copy()}
+        none = self.row_picker(-1, 0)
 
         def zeta(b, b_hat=beta_hat):
-            delta = b - self.beta0[j]
-            theta, f = _minimise_fixed(start["theta"], self.lower_theta, np.asarray(j), np.asarray(delta), self.stats)
-            theta, f = np.asarray(theta), float(f)
-            if np.all(np.isfinite(theta)):
-                start["theta"] = theta
-            self.min_dev = min(self.min_dev, f)
-            return np.sign(b - b_hat) * np.sqrt(max(f - self.base, 0.0))
+            x, f = self.minimise(start["x"], self.lower_x, FIXED, 0.0, none, none, j, b - self.beta0[j])
+            x, f = np.asarray(x), float(f)
+            if np.all(np.isfinite(x)):
+                start["x"] = x
+            return self.zeta_of(b - b_hat, f)
 
         return zeta
 
