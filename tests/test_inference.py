@@ -327,6 +327,21 @@ def test_r2_nakagawa_random_slopes():
     rel_close(m.icc()["adjusted"], var_r / (var_r + var_e), rtol=1e-4)
 
 
+def test_brent_root_is_scipys_brentq_step_for_step():
+    from scipy import optimize as spo
+
+    from hlm_jax.inference.profile import brent_root
+
+    cases = [(lambda x: x ** 3 - 2 * x - 5, 2.0, 3.0), (lambda x: np.exp(x) - 10, 0.0, 5.0),
+             (lambda x: np.tanh(x - 0.3), -4.0, 9.0), (lambda x: np.cbrt(x) - 0.1, -1.0, 2.0), (lambda x: x - 1, 1.0, 3.0)]
+    for f, a, b in cases:
+        for xtol in (1e-12, 1e-6):
+            seen, ours = [], []
+            expected = spo.brentq(lambda x: seen.append(x) or f(x), a, b, xtol=xtol, rtol=1e-12, maxiter=100)
+            assert brent_root(lambda x: ours.append(x) or f(x), a, b, xtol, 1e-12, 100) == expected
+            assert ours == seen
+
+
 def test_profile_deviance_and_held_fixed_effect_match_direct_paths():
     """The profile's ML deviance in (θ, σ) and its closed-form derivatives equal ddf.unprofiled_deviance and its
     autodiff derivatives; the statistics with β_j held give the profiled deviance of lme4's β_j profile,

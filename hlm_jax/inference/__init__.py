@@ -3,6 +3,7 @@
     anova.py      likelihood-ratio tests between nested fits (REML fits refitted by ML, as lme4)
     ddf.py        Satterthwaite (lmerTest) and Kenward-Roger (pbkrtest) df, derivatives by autodiff
     profile.py    profile-likelihood intervals (lme4's profile/confint) and Wald intervals
+    unprofiled.py the ML deviance in (θ, σ) with closed-form derivatives, for the profiles
     variance.py   intraclass correlation and Nakagawa-Schielzeth R²
 
 Everything here reads a fitted `LmerModel` and the likelihood functions; nothing in the
@@ -10,10 +11,25 @@ core imports from this package (LmerModel's confint/icc/r2/tidy(ddf=...) import 
 """
 from __future__ import annotations
 
-from .anova import AnovaResult, DifferentDataError, anova
-from .ddf import contrast_test, ddf_table, kenward_roger, satterthwaite
-from .profile import confint, profile_intervals, wald_intervals
-from .variance import icc, r2
+import importlib
 
-__all__ = ["anova", "AnovaResult", "DifferentDataError", "satterthwaite", "kenward_roger", "ddf_table",
-           "contrast_test", "confint", "profile_intervals", "wald_intervals", "icc", "r2"]
+# Each name loads its own module on first access (PEP 562): a first profile confint then loads neither anova
+# (whose hlm_jax.ols import brings scipy.stats, 1.0-1.2 s in a fresh process after a fit) nor ddf.
+_MODULES = {"anova": "anova", "AnovaResult": "anova", "DifferentDataError": "anova", "satterthwaite": "ddf",
+            "kenward_roger": "ddf", "ddf_table": "ddf", "contrast_test": "ddf", "confint": "profile",
+            "profile_intervals": "profile", "wald_intervals": "profile", "icc": "variance", "r2": "variance"}
+__all__ = list(_MODULES)
+
+
+def __getattr__(name: str):
+    """The public names, each imported from its module on first access."""
+    if name not in _MODULES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_MODULES[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    """The loaded names and those `__getattr__` loads on first access."""
+    return sorted(set(globals()) | set(__all__))
