@@ -239,7 +239,9 @@ class _Profiler:
             starts = self.starts(start["x"])
             if kind == SIGMA:
                 starts[:, -1] = 0.0  # log σ is a dummy then (see held_varpar)
-            runs = [self.minimise(s, lower, kind, float(x), E_k, E_l) for s in starts]  # dispatched, then read
+            # identical starts give identical runs: each distinct one once (the first of equal minima is kept)
+            distinct = [s for k, s in enumerate(starts) if not any(np.array_equal(s, t) for t in starts[:k])]
+            runs = [self.minimise(s, lower, kind, float(x), E_k, E_l) for s in distinct]  # dispatched, then read
             fs = np.array([float(f) for _, f in runs])
             fs = np.where(np.isfinite(fs), fs, np.inf)
             best = int(np.argmin(fs))
