@@ -31,11 +31,12 @@ def test_import_and_a_first_fit_leave_the_later_rooms_unloaded():
     assert [m for m in loaded if m.startswith(LATER)] == []
 
 
-def test_a_first_profile_confint_loads_neither_scipy_stats_nor_scipy_optimize():
+def test_a_first_profile_confint_loads_no_scipy_stats_optimize_or_special_and_no_batch():
     loaded = _modules_after('import hlm_jax as hj\nhj.lmer("Reaction ~ Days + (1 | Subject)", '
                             'hj.datasets.load("sleepstudy")).confint(which=["sigma"], progress=False)')
     assert "hlm_jax.inference.profile" in loaded
-    assert [m for m in loaded if m.startswith(("scipy.stats", "scipy.optimize", "hlm_jax.ols"))] == []
+    unused = ("scipy.stats", "scipy.optimize", "scipy.special", "hlm_jax.ols", "hlm_jax.batch")
+    assert [m for m in loaded if m.startswith(unused)] == []
 
 
 def test_every_public_name_resolves_and_is_listed():

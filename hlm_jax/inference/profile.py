@@ -26,13 +26,13 @@ for an sd estimated at 0).
 """
 from __future__ import annotations
 
+from statistics import NormalDist
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
-from scipy import special
 
-from ..batch import bootstrap
 from ..compile_time import ONCE, Program
 from ..design import NotYetSupportedError
 from ..messages import warn
@@ -50,7 +50,7 @@ COR_STEP, LOG_SD_STEP = 0.1, 0.3  # first steps out from the estimate: a correla
 def _z_quantile(level: float) -> float:
     if not 0 < level < 1:
         raise ValueError(f"level must be between 0 and 1, got {level}")
-    return float(special.ndtri(0.5 + level / 2))
+    return NormalDist().inv_cdf(0.5 + level / 2)  # the standard library's: no scipy.special to import
 
 
 # ---- Wald ----------------------------------------------------------------------------------------
@@ -423,6 +423,8 @@ def confint(model, method: str = "profile", level: float = 0.95, **kw) -> pd.Dat
     if key == "profile":
         return profile_intervals(model, level, **kw)
     if key in ("boot", "bootstrap"):
+        from ..batch import bootstrap  # on first use: hlm_jax.batch costs a first profile 0.24 s (after a fit)
+
         n = kw.pop("n", kw.pop("nsim", 500))
         seed = kw.pop("seed", 0)
         intervals = bootstrap(model, n=n, seed=seed, **kw).confint(level)
