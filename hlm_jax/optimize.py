@@ -287,39 +287,44 @@ def staged(fun: Callable, trials: Trials, args, active) -> jax.Array:
     The same values as `first_decrease` where that evaluates (the first trial that beats the threshold is the
     same), found in stages, each only for the slots that need it: the full Newton step (all); the rest of the
     ladder (where the full step did not decrease f); the escapes along negative curvature (where the ladder
-    found no decrease). A stage needed by few slots gathers them. Values of trials not evaluated are inf."""
+    found no decrease). Each loop turn evaluates one block of as many trials as there are slots (at least a
+    stage's): a stage's trials for as many of the slots that need it as fit (all the full steps; the other
+    trials of K/7 slots), until no slot needs a stage, so the criterion is traced once. Values of trials not
+    evaluated are inf."""
+    K, T = trials.points.shape[:2]
     n_ladder = len(STEP_LADDER)
     limit = jnp.where(active, trials.limit, 0)
-    K = limit.shape[0]
-    few = max(K // 8, 1)
+    first = jnp.asarray([0, 1, n_ladder])            # each stage's trials: first, first + 1, ..., first + width - 1
+    width = jnp.asarray([1, n_ladder - 1, T - n_ladder])
+    pair = jnp.arange(max(K, n_ladder - 1, T - n_ladder))
 
-    def evaluate(points, args):
-        values = jax.vmap(lambda ts, a: jax.vmap(lambda t: fun(t, *a))(ts))(points, args)
-        return jnp.where(jnp.isfinite(values), values, jnp.inf)
+    def need(c):
+        """(K, 3): whether a slot needs a stage it has not had: its trials are within its limit and every
+        earlier trial was evaluated without a decrease."""
+        values, had = c
+        failed = ~(values < trials.threshold[:, None])
+        ladder_failed = had[:, 1] & jnp.all(failed[:, :n_ladder], axis=1)
+        reached = jnp.stack([limit >= 1, (limit > 1) & had[:, 0] & failed[:, 0], (limit > n_ladder) & ladder_failed],
+                            axis=1)
+        return reached & ~had
 
-    def evaluate_where(mask, points):
-        """Trial values where `mask` (inf elsewhere): skipped when no slot needs them; when at most K/8
-        do (the usual case), only those slots are gathered and evaluated."""
-        def none(points):
-            return jnp.full(points.shape[:2], jnp.inf, points.dtype)
+    def evaluate(c):
+        values, had = c
+        needs = need(c)
+        stage = jnp.argmax(jnp.any(needs, axis=0))
+        per_block = pair.size // width[stage]
+        slots = jnp.nonzero(needs[:, stage], size=pair.size, fill_value=K)[0]
+        slot = jnp.where(pair < per_block * width[stage], slots[pair // width[stage]], K)
+        trial = first[stage] + pair % width[stage]
+        slot_args = jax.tree_util.tree_map(lambda a: jnp.take(a, slot, axis=0, mode="clip"), args)
+        points = trials.points[jnp.minimum(slot, K - 1), trial]
+        block = jax.vmap(lambda t, a: fun(t, *a))(points, slot_args)
+        values = values.at[slot, trial].set(jnp.where(jnp.isfinite(block), block, jnp.inf), mode="drop")
+        taken = jnp.where(pair < per_block, slots, K)
+        return values, had.at[taken, stage].set(True, mode="drop")
 
-        def some(points):
-            idx = jnp.nonzero(mask, size=few, fill_value=K)[0]
-            sub = jax.tree_util.tree_map(lambda a: jnp.take(a, idx, axis=0, mode="clip"), (points, args))
-            return none(points).at[idx].set(evaluate(*sub), mode="drop")
-
-        def all_(points):
-            return jnp.where(mask[:, None], evaluate(points, args), jnp.inf)
-
-        count = jnp.sum(mask)
-        return jax.lax.switch(jnp.where(count == 0, 0, jnp.where(count <= few, 1, 2)), (none, some, all_), points)
-
-    threshold = trials.threshold[:, None]
-    f_full = jnp.where(limit[:, None] >= 1, evaluate(trials.points[:, :1], args), jnp.inf)
-    f_rest = evaluate_where((limit > 1) & ~(f_full[:, 0] < trials.threshold), trials.points[:, 1:n_ladder])
-    f_ladder = jnp.concatenate([f_full, f_rest], axis=1)
-    need = (limit > n_ladder) & ~jnp.any(f_ladder < threshold, axis=1)
-    return jnp.concatenate([f_ladder, evaluate_where(need, trials.points[:, n_ladder:])], axis=1)
+    start = (jnp.full((K, T), jnp.inf, trials.points.dtype), jnp.zeros((K, 3), bool))
+    return jax.lax.while_loop(lambda c: jnp.any(need(c)), evaluate, start)[0]
 
 
 def minimize_queue(fun: Callable, derivs: Callable, x0, lower, data, make_args: Callable, n_valid,
