@@ -4,7 +4,6 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-import scipy.special  # not scipy.stats: importing it costs the first bootstrap call about a second
 
 from ..design import DesignError
 from ..messages import warn
@@ -122,6 +121,9 @@ def pb_test(small, big, n: int = 1000, seed: int = 0, chunk: int | None = None,
     used = ref[converged]
     positive = used[used > 0]
     p_boot = (1 + np.sum(positive > stat)) / (1 + positive.size)
+    # imported here, not with the module: scipy.special (60-75 ms) would otherwise load with hlm_jax.batch on a
+    # first bootstrap; not scipy.stats, which costs about a second
+    import scipy.special
     p_chisq = float(scipy.special.chdtrc(df, stat))   # the χ² survival function (scipy.stats.chi2.sf)
     n_failed = int(np.sum(~converged))
     if n_failed:
