@@ -22,12 +22,13 @@ from .model.family import make_family
 from .model.layout import theta_layout
 from .optimize import summarize
 from .precision import float64
-from .report import fixed_correlation, table_text as table
+from .report import fixed_correlation, table_text as table, with_timing
 from .results import LmerModel
 
 GLMM_METHOD = "projected Newton over (θ, β), exact gradient and Hessian through the Laplace mode"
 
 
+@with_timing
 @float64
 def glmer(formula: str, data: pd.DataFrame, family="binomial", weights=None, offset=None, nAGQ: int = 1,
           link: str | None = None, max_iter: int = 200) -> "GlmerModel":
@@ -47,6 +48,7 @@ def glmer(formula: str, data: pd.DataFrame, family="binomial", weights=None, off
     return fit_glmm(gd, nAGQ, max_iter, x0)
 
 
+@with_timing
 @float64
 def fit_glmm(gd: GlmmData, nAGQ: int = 1, max_iter: int = 200, x0=None) -> "GlmerModel":
     """Fit a GLMM whose data are already built (also used with a new response), from x0 or the GLM fit."""
@@ -209,6 +211,7 @@ class GlmerModel(LmerModel):
     def _repr_html_(self) -> str:
         return f"<pre>{html.escape(self.summary())}</pre>"
 
+    @with_timing
     def confint(self, method: str = "wald", level: float = 0.95, **kw) -> pd.DataFrame:
         """Wald intervals of the fixed effects (default), or profile-likelihood intervals of the random
         effects' sds and the fixed effects (method="profile", lme4's confint(method = "profile")); use

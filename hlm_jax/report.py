@@ -3,15 +3,19 @@
 Numbers follow R's formatting rules: a column is formatted with common decimals, as few as show every
 entry to `digits` significant digits (R's formatReal); coefficient tables follow printCoefmat (estimates,
 standard errors and df rounded together, t values to 3 decimals, p values by format.pval); names in the
-fixed-effect correlation matrix are shortened by R's abbreviate().
+fixed-effect correlation matrix are shortened by R's abbreviate(). `with_timing` gives a fit's or a table's
+result its `timing` (wall seconds, and the part of them spent compiling).
 """
 from __future__ import annotations
 
+import functools
 import html
 import math
 
 import numpy as np
 import pandas as pd
+
+from .compile_time import timed
 
 CORRELATION_LIMIT = 12  # lme4 prints the fixed-effect correlations only for p ≤ 12
 STARS = ((0.001, "***"), (0.01, "**"), (0.05, "*"), (0.1, "."), (1.0, " "))
@@ -305,3 +309,20 @@ def html_model(model, coefficients: pd.DataFrame) -> str:
     varcorr = model.varcorr.rename(columns={"vcov": "variance/cov", "sdcor": "sd/cor"}).fillna("")
     return (head + html_block("Random effects", html_frame(varcorr, 5))
             + html_block("Fixed effects", html_frame(coefficients.set_index("term"), 5)))
+
+
+def with_timing(call):
+    """`call` whose result carries `timing` (`seconds`, `compile_s`, `run_s` of the whole call, see
+    `compile_time.timed`): an attribute, or `.attrs["timing"]` of a DataFrame, so a first call shows its compile."""
+
+    @functools.wraps(call)
+    def timed_call(*args, **kwargs):
+        with timed() as timing:
+            result = call(*args, **kwargs)
+        if isinstance(result, pd.DataFrame):
+            result.attrs["timing"] = timing
+        else:
+            result.timing = timing
+        return result
+
+    return timed_call

@@ -19,7 +19,7 @@ from .model.residual import VARIANCE_FUNCTIONS
 from .optimize import OptSummary, summarize
 from .precision import float64
 from .prior import drop_missing_prior, split_offsets, unique_rows, weighted_design, weights_and_offset
-from .report import format_summary, html_model
+from .report import format_summary, html_model, with_timing
 from .scaling import Scales, unit_scales
 
 SINGULAR_TOL = 1e-4  # lme4's isSingular(tol = 1e-4)
@@ -33,6 +33,7 @@ class SingularFitWarning(UserWarning):
     """The fit is on the boundary: a variance is zero or a correlation is ±1."""
 
 
+@with_timing
 @float64
 def lmer(formula: str, data: pd.DataFrame, REML: bool = True, max_iter: int = 200, weights=None,
          offset=None, correlation=None) -> "LmerModel":
@@ -79,6 +80,7 @@ def _prior_weights(values: dict):
     return None if PRIOR_WEIGHTS not in values else (values[PRIOR_WEIGHTS], np.zeros(len(values[PRIOR_WEIGHTS])))
 
 
+@with_timing
 @float64
 def fit_design(design: Design, REML: bool = True, max_iter: int = 200, prior=None) -> "LmerModel":
     """Fit a model whose design is already built (used to refit by ML, or with another response);
@@ -97,7 +99,8 @@ def fit_design(design: Design, REML: bool = True, max_iter: int = 200, prior=Non
 
 
 class LmerModel:
-    """A fitted linear mixed model. Attribute names follow lme4 (fixef, ranef, VarCorr → varcorr, ...)."""
+    """A fitted linear mixed model. Attribute names follow lme4 (fixef, ranef, VarCorr → varcorr, ...);
+    `timing`: the fitting call's seconds, compile_s of them compiling and run_s the rest."""
 
     def __init__(self, design: Design, reml: bool, raw: ModelFit, beta0: np.ndarray, prior=None,
                  residual: ResidualFit | None = None):
@@ -113,6 +116,7 @@ class LmerModel:
         method = ("projected Newton, exact gradient and Hessian by trace identities"
                   if self.info.sparse or len(self.info.factors) > 1 else OptSummary.method)
         self.opt: OptSummary = summarize(raw.state, method=method)
+        self.timing: dict = {}  # filled by the fitting call (`with_timing`)
 
     # ---- estimates -------------------------------------------------------------------------
     @property
@@ -402,6 +406,7 @@ class LmerModel:
                "REMLcrit" if self.reml else "deviance": self.objective, "df_residual": self.nobs - self.n_params}
         return pd.DataFrame([row])
 
+    @with_timing
     @float64
     def refit(self, REML: bool) -> "LmerModel":
         """The same model (residual structure and prior weights included) fitted by REML or by ML."""

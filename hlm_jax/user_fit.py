@@ -23,6 +23,7 @@ from .model.user import GroupModel, Packing
 from .batch.program import run_given
 from .optimize import OptSummary, gradient_and_hessian, minimize, summarize
 from .precision import float64
+from .report import with_timing
 
 
 def pad_groups(frame: pd.DataFrame, codes: np.ndarray, columns: list[str]) -> tuple[tuple, tuple]:
@@ -69,7 +70,8 @@ def _hessian(x, buckets, fixed, model: GroupModel, packing: Packing):
 @dataclass
 class GroupModelFit:
     """A fitted user-written model: `params` (users' scale), `table` (estimate, std_error, scale),
-    `loglik`, `opt` (the optimiser's record); `bootstrap` and `fit_many` refit in batches."""
+    `loglik`, `opt` (the optimiser's record), `timing` (the fit's seconds, compile_s of them compiling, run_s);
+    `bootstrap` and `fit_many` refit in batches."""
 
     model: GroupModel
     packing: Packing
@@ -81,6 +83,7 @@ class GroupModelFit:
     buckets: tuple = field(repr=False)
     rows: tuple = field(repr=False)
     nobs: int = 0
+    timing: dict = field(default_factory=dict)
 
     @property
     def params(self) -> dict:
@@ -110,6 +113,7 @@ def _group_codes(data: pd.DataFrame, group: str) -> np.ndarray:
     return factor_codes(data[group])[0]
 
 
+@with_timing
 @float64
 def fit_group(model: GroupModel, data: pd.DataFrame, group: str, start: dict, fixed: dict | None = None,
               columns=None, max_iter: int = 200) -> GroupModelFit:

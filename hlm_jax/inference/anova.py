@@ -15,7 +15,7 @@ from scipy import stats as sps
 
 from ..ols import LmModel
 from ..precision import float64
-from ..report import html_block, html_frame, table_text
+from ..report import html_block, html_frame, table_text, with_timing
 from .ftable import FTable, lm_table, marginal_table, sequential_table
 
 
@@ -81,6 +81,7 @@ def _same_data(models, names) -> None:
                 "model's variables before fitting all of them)")
 
 
+@with_timing
 @float64
 def anova(*models, names: list[str] | None = None, refit: bool = True, ddf: str | None = None,
           type: int = 1) -> AnovaResult | FTable:

@@ -42,6 +42,7 @@ from ..compile_time import ONCE
 from ..design import NotYetSupportedError
 from ..messages import warn
 from ..precision import float64
+from ..report import with_timing
 from ._likelihood import estimates_at, model_stats, n_and_p
 
 METHODS = {"satterthwaite": "satterthwaite", "kenward-roger": "kenward-roger", "kr": "kenward-roger",
@@ -332,6 +333,7 @@ def _pieces(model, method: str, theta=None):
                     else kenward_roger_pieces(model, theta))
 
 
+@with_timing
 def ddf_table(model, ddf: str = "satterthwaite", theta=None) -> pd.DataFrame:
     """lmerTest's summary(m, ddf=...) coefficient table: estimate, std_error (KR: adjusted), df,
     t statistic and two-sided p value per fixed effect. `theta` evaluates at another θ (e.g. lme4's)."""

@@ -18,6 +18,7 @@ import pandas as pd
 from ..compile_time import ONCE
 from ..likelihood import lmm
 from ..precision import float64
+from ..report import with_timing
 from ..residual_fit import residual_data, whitened_stats
 
 
@@ -58,6 +59,7 @@ def deviance_hessian(psi, data, reml: float, layout, diagonal: tuple[bool, ...])
     return jax.hessian(deviance)(psi, data, reml, layout, diagonal)
 
 
+@with_timing
 @float64
 def variance_table(model) -> pd.DataFrame:
     """Estimates and SEs of the random-effect sds and correlations, the residual structure's parameters

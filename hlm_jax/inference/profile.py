@@ -39,6 +39,7 @@ from ..messages import warn
 from ..optimize import minimize
 from ..precision import float64
 from ..progress import bar as progress_bar
+from ..report import with_timing
 from ..results import fit_design
 from ._likelihood import model_stats
 from .unprofiled import deviance, deviance_derivatives, held_column
@@ -408,6 +409,7 @@ def profile_intervals(model, level: float = 0.95, which: list[str] | None = None
     return pd.DataFrame([rows[n] for n in order], index=order, columns=["lower", "upper"])
 
 
+@with_timing
 def confint(model, method: str = "profile", level: float = 0.95, **kw) -> pd.DataFrame:
     """Confidence intervals, rows named as lme4's confint(oldNames = FALSE), columns lower, upper.
 
