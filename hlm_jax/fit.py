@@ -21,6 +21,7 @@ from .optimize import NewtonState, gradient_and_hessian, minimize
 from .checks import check_identifiable
 from .formula.sparse import issparse, scipy_sparse
 from .compile_time import ONCE, Program
+from .precision import one_blas_thread
 from .scaling import Scales, design_scales, scale_design
 
 
@@ -296,15 +297,16 @@ def _fit_scaled(design: Design, layout, reml: bool, max_iter: int) -> tuple[Mode
     start = np.where(flat, 0.0, layout.start())  # a variance the data cannot identify is reported as 0
     args = jax.device_put((start, np.asarray(layout.lower, float), np.asarray(float(reml))))
     G = info.n_groups
-    if info.sparse:
-        return _fit_sparse(design, args, max_iter)
-    if len(info.factors) == 1:
+    if len(info.factors) == 1 and not info.sparse:  # small per-group blocks: no large factorisation in LAPACK
         stats, beta0 = design_stats(design)
         raw = jax.tree_util.tree_map(np.asarray, fit_stats(stats, *args, max_iter=max_iter))
         return ModelFit(raw.state, raw.est, (raw.est.b[:G],), (raw.est.b_cov[:G],)), beta0
-    stats, beta0 = crossed_stats(design)
-    args = (jax.device_put(np.where(flat, 0.0, crossed_newton.moment_start(stats, start))),) + args[1:]
-    return _several_factor_fit(fit_crossed(stats, *args, max_iter=max_iter), stats.blocks, G), beta0
+    with one_blas_thread():  # dense blocks factored in LAPACK, whose OpenBLAS threads spin against XLA's
+        if info.sparse:
+            return _fit_sparse(design, args, max_iter)
+        stats, beta0 = crossed_stats(design)
+        args = (jax.device_put(np.where(flat, 0.0, crossed_newton.moment_start(stats, start))),) + args[1:]
+        return _several_factor_fit(fit_crossed(stats, *args, max_iter=max_iter), stats.blocks, G), beta0
 
 
 def unscale_fit(fit: ModelFit, beta0: np.ndarray, scales: Scales, n: int, reml: bool) -> tuple[ModelFit, np.ndarray]:

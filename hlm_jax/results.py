@@ -34,7 +34,7 @@ class SingularFitWarning(UserWarning):
 
 
 @with_timing
-@float64
+@float64(blas_limit=False)
 def lmer(formula: str, data: pd.DataFrame, REML: bool = True, max_iter: int = 200, weights=None,
          offset=None, correlation=None) -> "LmerModel":
     """Fit a linear mixed model written in lme4's formula syntax, by REML (default) or ML.
@@ -81,7 +81,7 @@ def _prior_weights(values: dict):
 
 
 @with_timing
-@float64
+@float64(blas_limit=False)
 def fit_design(design: Design, REML: bool = True, max_iter: int = 200, prior=None) -> "LmerModel":
     """Fit a model whose design is already built (used to refit by ML, or with another response);
     `prior` = (weights, offset) per row of the design, or None."""

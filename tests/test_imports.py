@@ -59,3 +59,14 @@ def test_import_freezes_the_imported_objects_unless_told_not_to():
     base = {k: v for k, v in os.environ.items() if k != "HLM_JAX_NO_GC_FREEZE"}
     assert _freeze_count(base) > 50_000          # JAX's, pandas' and hlm_jax's module objects
     assert _freeze_count(base | {"HLM_JAX_NO_GC_FREEZE": "1"}) == 0
+
+
+def test_a_first_single_factor_fit_skips_the_blas_scan_that_crossed_fits_take():
+    code = ("import json, threadpoolctl\nscans = []\ninit = threadpoolctl.ThreadpoolController.__init__\n"
+            "def counting(self, *a, **k):\n    scans.append(1)\n    init(self, *a, **k)\n"
+            "threadpoolctl.ThreadpoolController.__init__ = counting\nimport hlm_jax as hj\n"
+            "hj.lmer('Reaction ~ Days + (Days | Subject)', hj.datasets.load('sleepstudy'))\nfirst = len(scans)\n"
+            "hj.lmer('diameter ~ 1 + (1 | plate) + (1 | sample)', hj.datasets.load('penicillin'))\n"
+            "print(json.dumps([first, len(scans)]))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    assert json.loads(out.splitlines()[-1]) == [0, 1]   # the crossed fit's factorisations run on one BLAS thread
