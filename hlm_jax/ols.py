@@ -8,7 +8,7 @@ never forms a dense X. Residuals are computed from X directly (not from yᵀy �
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -18,14 +18,15 @@ from scipy import stats as sps
 from . import fixed
 from .design import fixed_part, model_frame
 from .formula import FormulaError, parse_formula
-from .report import STAR_LEGEND, coefficient_rows, table_text
+from .report import STAR_LEGEND, coefficient_rows, table_text, with_timing
 
 SHOWN_COEFFICIENTS = 20  # rows of the coefficient table printed by summary() unless asked otherwise
 
 
 @dataclass
 class LmModel:
-    """A least-squares fit laid out as R's lm: coefficients, their SEs, σ̂, R², the overall F."""
+    """A least-squares fit laid out as R's lm: coefficients, their SEs, σ̂, R², the overall F; `timing`: the
+    fitting call's seconds, compile_s of them compiling (none: lm runs in numpy) and run_s the rest."""
 
     formula: str
     coef: pd.Series
@@ -36,6 +37,7 @@ class LmModel:
     tss: float
     aliased: tuple[str, ...]
     n_dropped_missing: int = 0
+    timing: dict = field(default_factory=dict, compare=False)  # filled by lm (`with_timing`)
 
     @property
     def nobs(self) -> int:
@@ -100,6 +102,7 @@ class LmModel:
         return self.summary()
 
 
+@with_timing
 def lm(formula: str, data: pd.DataFrame) -> LmModel:
     """Fit a linear model by least squares, R's lm(formula, data): `hj.lm("y ~ service + dept + d", df)`."""
     parsed = parse_formula(formula, require_random=False)

@@ -10,6 +10,7 @@ from ..design import DesignError, bucket_length, factor_codes, level_label
 from ..formula import Name, check_columns, check_finite, deparse, model_matrix, parse_lmlist, response_values, variables
 from ..messages import warn
 from ..precision import float64
+from ..report import with_timing
 from .results import BatchWarning, LmList
 
 
@@ -121,6 +122,7 @@ def _groups(frame: pd.DataFrame, group: tuple[str, ...]):
     return levels, sizes, starts, order
 
 
+@with_timing
 @float64
 def lmlist(formula: str, data: pd.DataFrame, pool: bool = True) -> LmList:
     """One least-squares regression per group (lme4's lmList): `hj.lmlist("Reaction ~ Days | Subject", d)`.
@@ -130,7 +132,7 @@ def lmlist(formula: str, data: pd.DataFrame, pool: bool = True) -> LmList:
     Groups with fewer rows than coefficients or with collinear columns get NaN rows, are listed in
     `.failed` and reported in a warning; a group with exactly as many rows as coefficients gets
     coefficients, but no residual sd of its own. Rows with missing values in the used columns are
-    dropped (with a warning).
+    dropped (with a warning). `timing`: the call's seconds, compile_s of them compiling, run_s the rest.
     """
     response, terms, group = parse_lmlist(formula)
     if not isinstance(data, pd.DataFrame):

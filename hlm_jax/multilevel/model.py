@@ -8,13 +8,14 @@ import pandas as pd
 from ..design import DesignError, build_design
 from ..formula import FormulaError, model_matrix, parse_terms
 from ..precision import float64
-from ..report import table_text
+from ..report import table_text, with_timing
 from ..results import LmerModel, fit_design
 from .equations import HlmSpec, check_level_variables, hlm_formula, term_product
 
 
 class HlmModel(LmerModel):
-    """A mixed model fitted from its level equations: an LmerModel plus the equations (`spec`)."""
+    """A mixed model fitted from its level equations: an LmerModel plus the equations (`spec`); its `timing`
+    is the whole `hlm` call's."""
 
     spec: HlmSpec
 
@@ -201,6 +202,7 @@ def _product_text(symbol, sub1, sub2, sub3) -> str:
     return "·".join([sym] + factors)
 
 
+@with_timing
 @float64
 def hlm(level1: str, level2: Mapping[str, str] | None = None, group: str | Sequence[str] | None = None,
         data: pd.DataFrame | None = None, level3: Mapping[str, str] | None = None,
