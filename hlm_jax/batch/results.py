@@ -116,7 +116,7 @@ class LmList:
     sd `sigma`, residual degrees of freedom `df_resid` and rows `nobs` per group, and `pooled_sd` (the
     residual sd pooled over the fitted groups). Groups that cannot be fitted (fewer rows than
     coefficients, or collinear columns within the group) have NaN rows and are listed in `failed`
-    with the reason."""
+    with the reason. `timing`: the call's seconds, compile_s of them compiling, run_s the rest."""
 
     coef: pd.DataFrame
     se: pd.DataFrame
@@ -125,6 +125,7 @@ class LmList:
     nobs: pd.Series
     failed: pd.Series
     pooled_sd: float
+    timing: dict = field(default_factory=dict, compare=False)
 
     def tidy(self) -> pd.DataFrame:
         """One row per (group, term): estimate and std_error."""
