@@ -17,7 +17,7 @@ from .likelihood.lmm import simulate_responses
 from .model.layout import ThetaLayout, theta_layout
 from .model.residual import VARIANCE_FUNCTIONS
 from .optimize import OptSummary, summarize
-from .precision import float64
+from .precision import float64, one_blas_thread
 from .prior import drop_missing_prior, split_offsets, unique_rows, weighted_design, weights_and_offset
 from .report import format_summary, html_model, with_timing
 from .scaling import Scales, unit_scales
@@ -67,9 +67,12 @@ def lmer(formula: str, data: pd.DataFrame, REML: bool = True, max_iter: int = 20
 
 
 def _lmer_residual(formula, data, REML, max_iter, correlation, variance) -> "LmerModel":
-    """lmer with nlme's residual structures (see `residual_fit`)."""
+    """lmer with nlme's residual structures (see `residual_fit`): on one BLAS thread (lmer itself takes no limit),
+    since a group's correlation matrix can be large and is factored in LAPACK."""
     prepared = prepare_design(formula, data, correlation, variance)
-    raw, beta0, residual = fit_residual_model(prepared, prepared.values, correlation, variance, bool(REML), max_iter)
+    with one_blas_thread():
+        raw, beta0, residual = fit_residual_model(prepared, prepared.values, correlation, variance, bool(REML),
+                                                  max_iter)
     model = LmerModel(prepared.design, bool(REML), raw, beta0, _prior_weights(prepared.values), residual)
     model.warn_if_problematic()
     return model
