@@ -55,8 +55,16 @@ SINGLE_FIT_OPTIONS = {"xla_cpu_use_fusion_emitters": False}
 
 # The criteria as jitted functions: inside a fit's program their evaluations (the start, the line search, the
 # final step) share one trace and lowering, which cuts the first fit's tracing by about a fifth.
-_crossed_objective = jax.jit(crossed.objective)
+crossed_objective = jax.jit(crossed.objective)
 _wide_objective = jax.jit(wide.objective)
+
+
+@jax.jit
+def crossed_derivatives(theta, stats: crossed.CrossedStats, reml):
+    """(f, ∇f, ∇²f) of the blocked-Cholesky criterion (several grouping factors), exact, by autodiff: the form
+    batches and profiles take (single fits take `crossed_newton`'s trace identities)."""
+    g, H = gradient_and_hessian(crossed.objective, theta, (stats, reml))
+    return crossed.objective(theta, stats, reml), g, H
 
 
 @jax.jit
@@ -205,7 +213,7 @@ def fit_crossed(stats: crossed.CrossedStats, theta0: jax.Array, lower: jax.Array
                 max_iter: int = 200):
     """`fit_stats` for several grouping factors: θ̂ and the estimates at θ̂, by projected Newton with the exact
     Hessian from trace identities (`likelihood.crossed_newton`: a Cholesky factorisation, an inverse and a product per step)."""
-    state = minimize(_crossed_objective, theta0, lower, (stats, reml), max_iter=max_iter,
+    state = minimize(crossed_objective, theta0, lower, (stats, reml), max_iter=max_iter,
                      derivs=crossed_newton.newton_derivatives)
     return state, crossed.estimates(state.x, stats, reml)
 

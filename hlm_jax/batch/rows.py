@@ -14,11 +14,10 @@ import numpy as np
 import pandas as pd
 
 from ..design import Design, bucket_length
-from ..fit import crossed_stats, dense_columns
+from ..fit import crossed_derivatives, crossed_objective, crossed_stats, dense_columns
 from ..likelihood import crossed
 from ..likelihood.lmm import simulate_responses
 from ..model.layout import ThetaLayout
-from ..optimize import gradient_and_hessian
 from ..scaling import scale_design
 
 
@@ -67,13 +66,6 @@ def scaled_row_statistics(model, beta: np.ndarray) -> RowStatistics:
     return row_statistics(scale_design(model.design, scales), beta * scales.x / scales.y, scales.y)
 
 
-@jax.jit   # traced once for all its uses in a fit program, as `fit.gaussian_derivatives`
-def crossed_derivatives(theta, stats, reml):
-    """(f, ∇f, ∇²f) of the blocked-Cholesky criterion, exact, by autodiff."""
-    g, H = gradient_and_hessian(crossed.objective, theta, (stats, reml))
-    return crossed.objective(theta, stats, reml), g, H
-
-
 def crossed_estimates(theta, stats, reml):
     return crossed.estimates(theta, stats, reml)[0]
 
@@ -89,7 +81,7 @@ class CrossedTarget:
     lower: jax.Array
     reml: jax.Array
 
-    objective = staticmethod(jax.jit(crossed.objective))
+    objective = staticmethod(crossed_objective)
     derivatives = staticmethod(crossed_derivatives)
     estimates = staticmethod(crossed_estimates)
 

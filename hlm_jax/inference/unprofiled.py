@@ -19,10 +19,8 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from ..fit import gaussian_derivatives, gaussian_objective
-from ..likelihood import crossed
+from ..fit import crossed_derivatives, crossed_objective, gaussian_derivatives, gaussian_objective
 from ..likelihood.lmm import Stats
-from ..optimize import gradient_and_hessian
 
 ML = 0.0
 
@@ -43,15 +41,14 @@ def _criterion(theta, stats):
     """F_n(θ), the profiled ML deviance."""
     if isinstance(stats, Stats):
         return gaussian_objective(theta, stats, jnp.asarray(ML))
-    return crossed.objective(theta, stats, jnp.asarray(ML))
+    return crossed_objective(theta, stats, jnp.asarray(ML))
 
 
 def _criterion_derivatives(theta, stats):
     """(F_n, ∇F_n, ∇²F_n) at θ: closed forms for one grouping factor, autodiff for several."""
     if isinstance(stats, Stats):
         return gaussian_derivatives(theta, stats, jnp.asarray(ML))
-    g, H = gradient_and_hessian(crossed.objective, theta, (stats, jnp.asarray(ML)))
-    return crossed.objective(theta, stats, jnp.asarray(ML)), g, H
+    return crossed_derivatives(theta, stats, jnp.asarray(ML))
 
 
 def _at_two_counts(fun, theta, stats):
@@ -93,11 +90,10 @@ def held_column(stats, column, delta):
     """Statistics of the model with β_j held at β₀_j + delta, `column` the one-hot (p,) of j (all 0: none held):
     the response y − delta·x_j, and x_j replaced by a unit column orthogonal to y, Z and the other columns (its
     coefficient is 0), so the ML deviance is the profile's at β_j held and every shape stays the same."""
+    keep = 1.0 - column
     if not isinstance(stats, Stats):
-        keep = 1.0 - column
         return dataclasses.replace(stats, first=held_column(stats.first, column, delta), Z2tX=stats.Z2tX * keep,
                                    Z2ty=stats.Z2ty - delta * (stats.Z2tX @ column))
-    keep = 1.0 - column
     XtX_j = stats.XtX @ column
     return dataclasses.replace(
         stats, ZtX=stats.ZtX * keep, Zty=stats.Zty - delta * (stats.ZtX @ column),
