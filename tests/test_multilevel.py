@@ -2,6 +2,7 @@
 side by side, against lmer, lme4 (tests/reference) and the seed lecture notes' printed numbers."""
 from __future__ import annotations
 
+import time
 import warnings
 
 import numpy as np
@@ -226,6 +227,21 @@ def test_compare_methods_matches_r(london):
     rel_close(t.loc["mixed + group mean: within", ["estimate", "std_error"]], [c["within"], c["within_se"]], rtol=1e-4)
     rel_close(t.loc["mixed + group mean: between", ["estimate", "std_error"]], [c["between"], c["between_se"]],
               rtol=1e-4)
+
+
+def test_classic_methods_report_their_timing(hsb):
+    """compare_methods (a table) and hausman_test (a record) carry the call's timing, as every fit does: parts
+    that add up to at most the call's own seconds, which lie within the wall time measured around it."""
+    exam = hj.datasets.load("exam")
+    start = time.perf_counter()
+    table = hj.compare_methods("normexam ~ standLRT", group="school", data=exam)
+    res = hj.hausman_test("mathach ~ ses + (1 | school)", hsb, "ses")
+    outer = time.perf_counter() - start
+    for timing in (table.attrs["timing"], res.timing):
+        assert 0 < timing["seconds"] <= outer
+        assert timing["compile_s"] >= 0 and timing["run_s"] >= 0
+        assert timing["compile_s"] + timing["run_s"] <= timing["seconds"] + 1e-9
+    assert table.attrs["timing"]["seconds"] + res.timing["seconds"] <= outer
 
 
 def test_compare_methods_needs_one_slope():

@@ -12,7 +12,7 @@ from ..design import DesignError, build_design
 from ..formula import Name, deparse, parse_formula
 from ..inference.ddf import contrast_test
 from ..precision import float64
-from ..report import table_text
+from ..report import table_text, with_timing
 from ..results import LmerModel, fit_design
 
 
@@ -58,6 +58,7 @@ class HausmanResult:
     with the contextual group mean, the within, between and contextual (= between − within) effects.
     `hausman`: (b_FE − b_RE)² / (V_FE − V_RE) ~ χ²(1) (Hausman 1978).
     `contextual`: t test of the group-mean coefficient (Mundlak's form), Satterthwaite df.
+    `timing`: the call's seconds, compile_s of them compiling, run_s the rest (`report.with_timing`).
     """
 
     variable: str
@@ -67,6 +68,7 @@ class HausmanResult:
     contextual: dict
     model: LmerModel = field(repr=False)
     contextual_model: LmerModel = field(repr=False)
+    timing: dict = field(default_factory=dict, repr=False, compare=False)
 
     def __str__(self) -> str:
         t = self.table
@@ -109,6 +111,7 @@ def within_estimator(frame: pd.DataFrame, response: str, columns: list[str], gro
     return beta, cov, df
 
 
+@with_timing
 @float64
 def hausman_test(formula: str, data: pd.DataFrame, variable: str, group: str | None = None,
                  REML: bool = True) -> HausmanResult:
