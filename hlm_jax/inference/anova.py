@@ -7,16 +7,16 @@ tested against the row above it.
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from scipy import stats as sps
 
-from ..ols import LmModel
 from ..precision import float64
 from ..report import html_block, html_frame, table_text, with_timing
 from .ftable import FTable, lm_table, marginal_table, sequential_table
+from .tails import chi2_sf
 
 
 class DifferentDataError(ValueError):
@@ -81,6 +81,14 @@ def _same_data(models, names) -> None:
                 "model's variables before fitting all of them)")
 
 
+def _least_squares(models) -> bool:
+    """Whether every model is a least-squares fit (`hlm_jax.ols.LmModel`). The module is looked up, not
+    imported: no LmModel exists before it is loaded, and importing it brings scipy.stats (0.8 s in a fresh
+    process after a fit), which a first anova of a mixed model would otherwise wait for."""
+    ols = sys.modules.get(f"{__package__.rpartition('.')[0]}.ols")
+    return ols is not None and all(isinstance(m, ols.LmModel) for m in models)
+
+
 @with_timing
 @float64
 def anova(*models, names: list[str] | None = None, refit: bool = True, ddf: str | None = None,
@@ -95,7 +103,7 @@ def anova(*models, names: list[str] | None = None, refit: bool = True, ddf: str 
     """
     if len(models) == 1 and isinstance(models[0], (list, tuple)):
         models = tuple(models[0])
-    if models and all(isinstance(m, LmModel) for m in models):
+    if models and _least_squares(models):
         if len(models) < 2:
             raise ValueError("anova() of least-squares fits compares two or more nested models")
         return lm_table(*models)
@@ -124,7 +132,7 @@ def anova(*models, names: list[str] | None = None, refit: bool = True, ddf: str 
             df = m.n_params - previous.n_params
             row["Chisq"] = chisq
             row["Df"] = df
-            row["p"] = float(sps.chi2.sf(chisq, df)) if df > 0 else np.nan
+            row["p"] = float(chi2_sf(chisq, df)) if df > 0 else np.nan
         rows.append(row)
         previous = m
     table = pd.DataFrame(rows, index=[names[i] for i in order])

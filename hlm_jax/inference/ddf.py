@@ -36,7 +36,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
-from scipy import stats as sps
 
 from ..compile_time import ONCE
 from ..design import NotYetSupportedError
@@ -44,6 +43,7 @@ from ..messages import warn
 from ..precision import float64
 from ..report import with_timing
 from ._likelihood import estimates_at, model_stats, n_and_p
+from .tails import t_two_sided
 
 METHODS = {"satterthwaite": "satterthwaite", "kenward-roger": "kenward-roger", "kr": "kenward-roger",
            "kenward_roger": "kenward-roger", "kenwardroger": "kenward-roger"}
@@ -347,7 +347,7 @@ def ddf_table(model, ddf: str = "satterthwaite", theta=None) -> pd.DataFrame:
         se = np.sqrt(pieces.variance(L))
         df = pieces.df(L)
         t = beta[j] / se
-        rows.append((name, beta[j], se, df, t, 2.0 * sps.t.sf(abs(t), df)))
+        rows.append((name, beta[j], se, df, t, t_two_sided(t, df)))
     out = pd.DataFrame(rows, columns=["term", "estimate", "std_error", "df", "statistic", "p_value"])
     out.attrs["ddf"] = method
     return out
@@ -380,4 +380,4 @@ def contrast_test(model, L, ddf: str = "satterthwaite", rhs: float = 0.0) -> dic
     df = pieces.df(L)
     t = (estimate - rhs) / se
     return {"estimate": estimate, "std_error": se, "df": df, "statistic": t,
-            "p_value": float(2.0 * sps.t.sf(abs(t), df)), "ddf": method}
+            "p_value": float(t_two_sided(t, df)), "ddf": method}

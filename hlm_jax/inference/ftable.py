@@ -12,11 +12,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy import stats as sps
 
 from .. import fixed
 from ..report import format_pvalues, table_text
 from .ddf import canonical_method, kenward_roger_pieces, satterthwaite_pieces
+from .tails import f_sf
 from .type3 import type3_contrasts
 
 
@@ -100,7 +100,7 @@ def _contrast_table(model, ddf: str, contrast, kind: str) -> FTable:
             Lb = L @ beta
             q = np.linalg.matrix_rank(L)
             F, den = float(Lb @ np.linalg.solve(L @ pieces.vcov_adj @ L.T, Lb)) / q, pieces.df(L)
-        rows.append((term, F * sigma2 * q, F * sigma2, q, den, F, float(sps.f.sf(F, q, den))))
+        rows.append((term, F * sigma2 * q, F * sigma2, q, den, F, float(f_sf(F, q, den))))
     table = pd.DataFrame([r[1:] for r in rows], index=[r[0] for r in rows],
                          columns=["Sum Sq", "Mean Sq", "NumDF", "DenDF", "F value", "Pr(>F)"])
     name = "Satterthwaite's" if method == "satterthwaite" else "Kenward-Roger's"
@@ -137,7 +137,7 @@ def lm_table(*models) -> FTable:
             continue
         d, ss = df[i - 1] - df[i], rss[i - 1] - rss[i]
         f = ss / d / scale if d != 0 else np.nan
-        p = float(sps.f.sf(f, abs(d), df[big])) if d != 0 else np.nan
+        p = float(f_sf(f, abs(d), df[big])) if d != 0 else np.nan
         rows.append((df[i], rss[i], d, ss, f, p))
     table = pd.DataFrame(rows, index=range(1, len(models) + 1),
                          columns=["Res.Df", "RSS", "Df", "Sum of Sq", "F", "Pr(>F)"])
