@@ -16,18 +16,34 @@ p ≤ 22, and for wider X it also drops columns whose relative residual norm is 
 
 Sufficient statistics (`segment_products`) are sums of products over rows, scattered by level:
 ZᵀX per group, Z₂ᵀX, XᵀX, from a dense or a sparse X alike.
+
+The linear algebra here is numpy's (`solve_triangular`, np.linalg.cholesky), not scipy.linalg: importing
+scipy.linalg costs a first fit 0.25-0.3 s (its __init__ loads scipy's array-API layer, numpy.f2py and more).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.linalg as sla
 
 from .formula.sparse import issparse, scipy_sparse
 
 ALIAS_TOL = 1e-7  # R's qr() default, used by lm and lme4's rank check
 SHOWN_DROPPED = 6  # names listed in the aliasing warning
+SOLVE_BLOCK = 128  # diagonal blocks of a triangular solve handed to LAPACK whole
+
+
+def solve_triangular(T: np.ndarray, B: np.ndarray, lower: bool = True) -> np.ndarray:
+    """T⁻¹B for a triangular T (p × p; only its lower or upper triangle is read) and B (p or p × m), by blocked
+    substitution: LAPACK's solver on each diagonal block, matrix products for the rest, so O(p²m) as
+    scipy.linalg.solve_triangular (not O(p³))."""
+    if not lower:  # reversing rows and columns makes an upper triangular system a lower one
+        return np.ascontiguousarray(solve_triangular(T[::-1, ::-1], B[::-1], lower=True)[::-1])
+    X = np.array(B, dtype=float)
+    for start in range(0, T.shape[0], SOLVE_BLOCK):
+        block = slice(start, start + SOLVE_BLOCK)
+        X[block] = np.linalg.solve(np.tril(T[block, block]), X[block] - T[block, :start] @ X[:start])
+    return X
 
 
 def gram(X) -> np.ndarray:
@@ -54,7 +70,7 @@ def kept_columns(XtX: np.ndarray, tol: float = ALIAS_TOL, block: int = 64) -> Ke
     for start in range(0, p, block):
         cols = np.arange(start, min(start + block, p))
         kept = np.flatnonzero(keep)
-        C = sla.solve_triangular(R, XtX[np.ix_(kept, cols)], trans="T") if kept.size else np.zeros((0, cols.size))
+        C = solve_triangular(R.T, XtX[np.ix_(kept, cols)]) if kept.size else np.zeros((0, cols.size))
         S = XtX[np.ix_(cols, cols)] - C.T @ C
         local = _sequential_cholesky(S, np.diag(XtX)[cols], tol2)
         keep[cols] = local.mask
@@ -90,18 +106,19 @@ def _whole_cholesky(XtX: np.ndarray, tol2: float) -> Kept | None:
 
 def _sequential_cholesky(S: np.ndarray, norms2: np.ndarray, tol2: float) -> Kept:
     """Within one block: keep column i when its Schur-complement diagonal exceeds tol2·‖x_i‖²; the
-    upper Cholesky factor of the kept columns' S."""
+    upper Cholesky factor of the kept columns' S. Right-looking: each kept column's row of the factor is
+    taken out of the remaining block at once, so no triangular solve runs per column."""
     m = S.shape[0]
     mask = np.zeros(m, dtype=bool)
     R = np.zeros((m, m))
+    W = np.array(S, dtype=float)  # the Schur complement of the kept columns so far
     for i in range(m):
-        kept = np.flatnonzero(mask)
-        c = sla.solve_triangular(R[np.ix_(kept, kept)], S[kept, i], trans="T") if kept.size else np.zeros(0)
-        d = S[i, i] - c @ c
+        d = W[i, i]
         if norms2[i] > 0 and d > tol2 * norms2[i]:
             mask[i] = True
-            R[kept, i] = c
             R[i, i] = np.sqrt(d)
+            R[i, i + 1:] = W[i, i + 1:] / R[i, i]
+            W[i + 1:, i + 1:] -= np.outer(R[i, i + 1:], R[i, i + 1:])
     kept = np.flatnonzero(mask)
     return Kept(mask, R[np.ix_(kept, kept)])
 
@@ -128,7 +145,8 @@ def least_squares(X, y: np.ndarray, XtX: np.ndarray | None = None) -> np.ndarray
     XtX = gram(X) if XtX is None else XtX
     if XtX.shape[0] == 0:
         return np.zeros(0)
-    return sla.cho_solve(sla.cho_factor(XtX), np.asarray(X.T @ y, dtype=float).ravel())
+    L = np.linalg.cholesky(XtX)
+    return solve_triangular(L.T, solve_triangular(L, np.asarray(X.T @ y, dtype=float).ravel()), lower=False)
 
 
 def dropped_message(dropped) -> str:
@@ -165,8 +183,8 @@ def in_fixed_span(X, Z: np.ndarray, codes: np.ndarray, n_levels: int, R: np.ndar
     index = codes[:, None] * q + np.arange(q)[None, :]
     XtZ = segment_products(index, Z, n_levels * q, X).T
     norms = segment_products(index, Z * Z, n_levels * q, np.ones((n, 1)))[:, 0]
-    R = sla.cholesky(gram(X), lower=False) if R is None else R
-    C = sla.solve_triangular(R, XtZ, trans="T")
+    L = np.linalg.cholesky(gram(X)) if R is None else R.T
+    C = solve_triangular(L, XtZ)
     resid = norms - np.einsum("ij,ij->j", C, C)
     tol2 = max(ALIAS_TOL ** 2, 2 * (X.shape[1] + 1) * np.finfo(float).eps)
     return bool(np.all(resid <= tol2 * norms))
