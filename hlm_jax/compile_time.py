@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib.machinery
+import importlib.util
 import os
 import pickle
 import platform
+import sys
 import tempfile
 import time
 from contextlib import contextmanager
@@ -103,11 +106,49 @@ def _cpu_features() -> str:
         return platform.processor()
 
 
+# JAX's CPU kernels take LAPACK from scipy: jaxlib's `_lapack.initialize()` imports scipy.linalg.cython_blas and
+# scipy.linalg.cython_lapack, and with them the whole of scipy.linalg's __init__ (0.25-0.3 s, its array-API layer,
+# numpy.f2py...), which nothing else in a first fit needs. `_prepare_lapack` loads just those two extension modules
+# from their files (15-35 ms) for that one call and takes them out of sys.modules again, so that a later
+# `import scipy.linalg` (or of those modules) runs as usual; the module objects stay referenced here, since JAX
+# keeps pointers into them. On any failure jaxlib imports them the usual way.
+_LAPACK_MODULES: list = []
+
+
 @functools.cache
 def _prepare_lapack() -> None:
-    """Point JAX's CPU kernels at LAPACK, as lowering any LAPACK call does: a loaded executable needs it."""
-    if jax.default_backend() == "cpu":
+    """Point JAX's CPU kernels at LAPACK, as lowering any LAPACK call does (a loaded executable needs it): called
+    before hlm_jax's programs are loaded or lowered, with scipy's two LAPACK modules loaded alone."""
+    if jax.default_backend() != "cpu":
+        return
+    loaded = [] if "scipy.linalg" in sys.modules else _load_scipy_lapack()
+    try:
         lapack.prepare_lapack_call("potrf", np.dtype(float))
+    finally:
+        for module in loaded:
+            sys.modules.pop(module.__name__, None)
+    _LAPACK_MODULES.extend(loaded)
+
+
+def _load_scipy_lapack() -> list:
+    """scipy.linalg.cython_blas and cython_lapack loaded from their files into sys.modules, without their
+    package; none (and sys.modules as it was) when that fails."""
+    loaded = []
+    try:
+        folders = [os.path.join(path, "linalg") for path in importlib.util.find_spec("scipy").submodule_search_locations]
+        for name in ("scipy.linalg.cython_blas", "scipy.linalg.cython_lapack"):
+            if name in sys.modules:
+                continue
+            spec = importlib.machinery.PathFinder.find_spec(name, folders)  # the file only: no parent imported
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[name] = module
+            loaded.append(module)
+            spec.loader.exec_module(module)
+    except Exception:  # noqa: BLE001 -- any failure: the usual import path serves
+        for module in loaded:
+            sys.modules.pop(module.__name__, None)
+        return []
+    return loaded
 
 
 def _signature(args, static: dict) -> str | None:
@@ -147,6 +188,7 @@ class Program:
         self._loaded: dict[str, _Entry] = {}
 
     def __call__(self, *args, **static):
+        _prepare_lapack()  # before any lowering or loading (see above)
         key = _signature(args, static)
         if key is None or jax.device_count() > 1:  # sharded over several devices: JAX's own caches only
             return self._plain(*args, **static)
@@ -176,7 +218,6 @@ class Program:
             try:
                 with open(path, "rb") as fh:
                     executable = serialize_executable.deserialize_and_load(*pickle.load(fh))
-                _prepare_lapack()
                 return _Entry(executable, quick)
             except Exception:  # a damaged or foreign file: compiled afresh and overwritten
                 pass
