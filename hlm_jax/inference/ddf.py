@@ -37,13 +37,16 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from ..compile_time import ONCE
+from ..compile_time import ONCE, Program
 from ..design import NotYetSupportedError
+from ..likelihood import linalg, sums
+from ..likelihood.lmm import Stats
 from ..messages import warn
 from ..precision import float64
 from ..report import with_timing
 from ._likelihood import estimates_at, model_stats, n_and_p
 from .tails import t_two_sided
+from .unprofiled import deviance_derivatives
 
 METHODS = {"satterthwaite": "satterthwaite", "kenward-roger": "kenward-roger", "kr": "kenward-roger",
            "kenward_roger": "kenward-roger", "kenwardroger": "kenward-roger"}
@@ -101,11 +104,43 @@ def covariance_of_beta(varpar: jax.Array, stats, reml: jax.Array) -> jax.Array:
     return (sigma / est.sigma) ** 2 * est.vcov_beta
 
 
-@partial(jax.jit, compiler_options=ONCE)
-def satterthwaite_derivatives(varpar, stats, reml):
-    H = jax.hessian(unprofiled_deviance)(varpar, stats, reml)
-    J = jax.jacfwd(covariance_of_beta)(varpar, stats, reml)
-    return H, J
+def _upper_positions(p: int) -> np.ndarray:
+    """(p, p) positions in `sums.group_contributions`' rows of S's XX block (its upper triangle row by row,
+    after the log-determinant)."""
+    rows, cols = np.triu_indices(p + 1)
+    where = {(int(i), int(j)): k + 1 for k, (i, j) in enumerate(zip(rows, cols))}
+    return np.array([[where[min(i, j), max(i, j)] for j in range(p)] for i in range(p)])
+
+
+def _covariance_jacobian(varpar: jax.Array, stats, reml: jax.Array) -> jax.Array:
+    """∂cov(β̂)/∂varpar (p × p × k) with cov(β̂) = σ²K, K = (R_X R_Xᵀ)⁻¹: where the per-group sums apply, K from
+    them (elementwise over groups, cheap to differentiate) and σ²∂K/∂θ by forward mode, 2σK; else forward mode
+    through `covariance_of_beta`."""
+    if not (isinstance(stats, Stats) and sums.applies(stats)):
+        return jax.jacfwd(covariance_of_beta)(varpar, stats, reml)
+    theta, sigma = varpar[:-1], varpar[-1]
+
+    def gram_inverse(t):
+        T = jnp.sum(sums.group_contributions(t, stats), axis=-1)
+        RX = linalg.cholesky(stats.XtX - T[_upper_positions(stats.p)])
+        RXinv = linalg.solve_lower(RX, jnp.eye(stats.p, dtype=t.dtype))
+        K = RXinv.T @ RXinv
+        return K, K
+
+    dK, K = jax.jacfwd(gram_inverse, has_aux=True)(theta)
+    return jnp.concatenate([sigma ** 2 * dK, (2.0 * sigma * K)[..., None]], axis=-1)
+
+
+def _variance_derivatives_at(varpar, stats, reml):
+    """(∇D, ∇²D) of the deviance in varpar = (θ, σ) (`unprofiled.deviance_derivatives`: closed forms for one
+    grouping factor, no autodiff through the decomposition) and ∂cov(β̂)/∂varpar: what Satterthwaite's df
+    and the variance parameters' standard errors (`information.variance_table`) are built on."""
+    _, g, H = deviance_derivatives(varpar, stats, reml)
+    return g, H, _covariance_jacobian(varpar, stats, reml)
+
+
+# one program for both uses, REML and ML fits alike (reml is an argument), kept on disk for the next process
+variance_derivatives = Program(_variance_derivatives_at, "variance_derivatives", compiler_options=ONCE)
 
 
 class Satterthwaite(NamedTuple):
@@ -139,7 +174,7 @@ def satterthwaite_pieces(model, theta=None) -> Satterthwaite:
     point = evaluation_point(model, theta)
     stats, _ = model_stats(model.design)
     varpar = jnp.asarray(np.append(point.theta, point.sigma))
-    H, J = satterthwaite_derivatives(varpar, stats, jnp.asarray(float(model.reml)))
+    _, H, J = variance_derivatives(varpar, stats, jnp.asarray(float(model.reml)))
     H, J = np.asarray(H), np.asarray(J)
     eigenvalues = np.linalg.eigvalsh((H + H.T) / 2)
     if np.any(eigenvalues < -1e-8):  # as lmerTest: the fit is not at a minimum of the deviance

@@ -15,48 +15,99 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from ..compile_time import ONCE
-from ..likelihood import lmm
+from ..compile_time import ONCE, Program
+from ..likelihood import linalg, lmm
 from ..precision import float64
 from ..report import with_timing
 from ..residual_fit import residual_data, whitened_stats
+from ._likelihood import model_stats
+from .ddf import variance_derivatives
 
 
-def _theta_from_sd_cor(values: jax.Array, sigma: jax.Array, layout) -> jax.Array:
-    """θ from the reported sds and correlations (each term's `summary_pairs`, term by term): Λ of a
-    term is chol(cov)/σ, and θ are its entries (structures whose θ are entries of Λ)."""
+def sd_cor_spec(layout) -> tuple:
+    """What `_theta_from_sd_cor` reads of a layout, per term: q, its summary pairs and (θ index, row, col of
+    the term's Λ) per θ element; hashable and free of names and level counts, so that models of the same
+    structure share the programs it is a static argument of."""
     rows, cols = layout.single_entries()
-    theta, k = jnp.zeros(layout.size, values.dtype), 0
-    for t, s, index in zip(layout.terms, layout.structures, layout.index):
-        pairs = s.summary_pairs()
+    return tuple((s.q, tuple((int(i), int(j)) for i, j in s.summary_pairs()),
+                  tuple((int(e), int(rows[e] - t.offset), int(cols[e] - t.offset)) for e in index))
+                 for t, s, index in zip(layout.terms, layout.structures, layout.index))
+
+
+def _theta_from_sd_cor(values: jax.Array, sigma: jax.Array, spec: tuple) -> jax.Array:
+    """θ from the reported sds and correlations (each term's summary pairs, term by term; `spec` from
+    `sd_cor_spec`): Λ of a term is chol(cov)/σ, and θ are its entries. Each term's sds and correlation matrix
+    come from its values by constant selections (a few array operations per term, not one per entry: the
+    program is differentiated twice, and its tracing time grows with its operations)."""
+    parts, order, k = [], [], 0
+    for q, pairs, entries in spec:
+        pick_sd, pick_cor = np.zeros((q, len(pairs))), np.zeros((len(pairs), q, q))
+        for e, (i, j) in enumerate(pairs):
+            if i == j:
+                pick_sd[i, e] = 1.0
+            else:
+                pick_cor[e, i, j] = pick_cor[e, j, i] = 1.0
         part = values[k:k + len(pairs)]
         k += len(pairs)
-        sd = jnp.ones(s.q, values.dtype)
-        corr = jnp.eye(s.q, dtype=values.dtype)
-        for v, (i, j) in zip(part, pairs):
-            sd = sd.at[i].set(v) if i == j else sd
-            corr = corr if i == j else corr.at[i, j].set(v).at[j, i].set(v)
-        lam = jnp.linalg.cholesky(corr * sd[:, None] * sd[None, :]) / sigma
-        theta = theta.at[jnp.array(index)].set(lam[rows[list(index)] - t.offset, cols[list(index)] - t.offset])
-    return theta
+        sd = pick_sd @ part + (1.0 - pick_sd.sum(axis=1))
+        corr = jnp.eye(q, dtype=values.dtype) + jnp.tensordot(part, pick_cor, 1)
+        lam = linalg.cholesky(corr * sd[:, None] * sd[None, :]) / sigma
+        index, rows, cols = (list(x) for x in zip(*entries))
+        parts.append(lam[rows, cols])
+        order += index
+    return jnp.concatenate(parts)[np.argsort(order)]
 
 
-def deviance(psi, data, reml, layout, diagonal):
+def deviance(psi, data, reml, spec, diagonal):
     """−2 log-likelihood (REML: restricted) at ψ, σ kept as a parameter."""
     n_vc = len(diagonal)
     vc = jnp.where(jnp.asarray(diagonal), jnp.exp(psi[:n_vc]), jnp.tanh(psi[:n_vc]))
     eta, sigma = psi[n_vc:-1], jnp.exp(psi[-1])
     stats, logdet_R = whitened_stats(eta, data)
-    pls = lmm.decompose(_theta_from_sd_cor(vc, sigma, layout), stats)
+    pls = lmm.decompose(_theta_from_sd_cor(vc, sigma, spec), stats)
     dof = stats.n - reml * stats.p
     return (pls.logdet_L + reml * pls.logdet_RX + dof * jnp.log(2.0 * jnp.pi * sigma ** 2) + pls.r2 / sigma ** 2
             + logdet_R)
 
 
-@partial(jax.jit, static_argnames=("reml", "layout", "diagonal"), compiler_options=ONCE)
-def deviance_hessian(psi, data, reml: float, layout, diagonal: tuple[bool, ...]):
+@partial(jax.jit, static_argnames=("reml", "spec", "diagonal"), compiler_options=ONCE)
+def deviance_hessian(psi, data, reml: float, spec: tuple, diagonal: tuple[bool, ...]):
     """The Hessian of `deviance` in ψ, compiled once per model structure (not once per call)."""
-    return jax.hessian(deviance)(psi, data, reml, layout, diagonal)
+    return jax.hessian(deviance)(psi, data, reml, spec, diagonal)
+
+
+def _varpar(psi, spec, diagonal):
+    """varpar = (θ, σ) at ψ = (log sd, atanh correlation, log σ) (no residual structure)."""
+    vc = jnp.where(jnp.asarray(diagonal), jnp.exp(psi[:-1]), jnp.tanh(psi[:-1]))
+    sigma = jnp.exp(psi[-1])
+    return jnp.append(_theta_from_sd_cor(vc, sigma, spec), sigma)
+
+
+def _varpar_jacobians(psi, spec: tuple, diagonal: tuple[bool, ...]):
+    """∂varpar/∂ψ (m × k) and ∂²varpar/∂ψ² (m × k × k)."""
+
+    def first(z):
+        J = jax.jacfwd(_varpar)(z, spec, diagonal)
+        return J, J
+
+    second, J = jax.jacfwd(first, has_aux=True)(psi)
+    return J, second
+
+
+# the map has no data: a small program per structure, kept on disk for the next process
+varpar_jacobians = Program(_varpar_jacobians, "varpar_jacobians", static_argnames=("spec", "diagonal"),
+                           compiler_options=ONCE)
+
+
+def _plain_hessian(model, psi, diagonal):
+    """The Hessian of the deviance in ψ by the chain rule from its gradient and Hessian in (θ, σ), the
+    program Satterthwaite's df take (`ddf.variance_derivatives`: one compile serves both)."""
+    stats, _ = model_stats(model.design)
+    varpar = jnp.asarray(np.append(model.theta, model.sigma))
+    g, H, _ = (np.asarray(x) for x in variance_derivatives(varpar, stats, jnp.asarray(float(model.reml))))
+    J, second = (np.asarray(x) for x in varpar_jacobians(jnp.asarray(psi), spec=sd_cor_spec(model.layout),
+                                                         diagonal=diagonal))
+    return J.T @ H @ J + np.tensordot(g, second, 1)  # numpy: each JAX operation here would compile a program
 
 
 @with_timing
@@ -76,12 +127,17 @@ def variance_table(model) -> pd.DataFrame:
     with np.errstate(divide="ignore"):
         psi = np.concatenate([np.where(diagonal, np.log(np.abs(vc)), np.arctanh(np.clip(vc, -1, 1))), eta,
                               [np.log(model.sigma)]])
-    H = deviance_hessian(jnp.asarray(psi), data, float(model.reml), layout, tuple(bool(d) for d in diagonal))
+    flags = tuple(bool(d) for d in diagonal)
+    if model.residual is None:
+        H = _plain_hessian(model, psi, flags)
+    else:
+        H = deviance_hessian(jnp.asarray(psi), data, float(model.reml), sd_cor_spec(layout), flags)
     se_psi = np.sqrt(np.diag(2.0 * np.linalg.inv(np.asarray(H))))
     residual = data.residual
-    nat = np.asarray(residual.natural(jnp.asarray(eta)))
-    slope_eta = np.asarray(jax.jacfwd(residual.natural)(jnp.asarray(eta))).reshape(len(eta), len(eta)).diagonal() \
-        if len(eta) else np.zeros(0)
+    nat, slope_eta = np.zeros(0), np.zeros(0)
+    if len(eta):  # (not run on empty arrays: each JAX operation would compile a program)
+        nat = np.asarray(residual.natural(jnp.asarray(eta)))
+        slope_eta = np.asarray(jax.jacfwd(residual.natural)(jnp.asarray(eta))).reshape(len(eta), len(eta)).diagonal()
     slope = np.concatenate([np.where(diagonal, vc, 1.0 - vc ** 2), slope_eta, [model.sigma]])
     names = layout.varcorr_names() + list(residual.names) + ["sigma"]
     scales = ["log" if d else "atanh" for d in diagonal] + list(residual.transforms) + ["log"]
