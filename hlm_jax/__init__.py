@@ -22,13 +22,14 @@ from . import datasets
 from .checks import IdentifiabilityError
 from .design import DesignError, NotYetSupportedError
 from .formula import FormulaError
-from .model.residual import AR1, CAR1, CompSymm, VarExp, VarIdent, VarPower
 from .results import ConvergenceWarning, LmerModel, SingularFitWarning, lmer
 
-# Later rooms (inference, the multilevel form, batches, GLMM families, user-written models) load on first
-# use: they pull in scipy.stats, jax.scipy.special and more, which a first `lmer` fit does not need.
+# Later rooms (inference, the multilevel form, batches, GLMM families, user-written models, residual structures)
+# load on first use: they pull in scipy.stats, jax.scipy.special and more, which a first `lmer` fit does not need.
 _LAZY = {
     "families": "model.family", "GroupModel": "model.user",
+    "AR1": "model.residual", "CAR1": "model.residual", "CompSymm": "model.residual", "VarIdent": "model.residual",
+    "VarPower": "model.residual", "VarExp": "model.residual",
     "fit_group": "user_fit", "GroupModelFit": "user_fit",
     "anova": "inference", "AnovaResult": "inference", "DifferentDataError": "inference",
     "lm": "ols", "LmModel": "ols",

@@ -135,7 +135,8 @@ def _load_scipy_lapack() -> list:
     package; none (and sys.modules as it was) when that fails."""
     loaded = []
     try:
-        folders = [os.path.join(path, "linalg") for path in importlib.util.find_spec("scipy").submodule_search_locations]
+        scipy_folders = importlib.util.find_spec("scipy").submodule_search_locations
+        folders = [os.path.join(path, "linalg") for path in scipy_folders]
         for name in ("scipy.linalg.cython_blas", "scipy.linalg.cython_lapack"):
             if name in sys.modules:
                 continue

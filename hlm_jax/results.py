@@ -1,7 +1,9 @@
 """The fitted model: `lmer()` and what a user reads off a fit (lme4's names and layouts)."""
 from __future__ import annotations
 
+import sys
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
@@ -11,16 +13,16 @@ import pandas as pd
 from .design import Design, DesignError, NotYetSupportedError, build_design, factor_labels, term_group_names
 from .fit import ModelFit, fit_model
 from .messages import require_bool, warn
-from .residual_fit import PRIOR_WEIGHTS, ResidualFit, fit_residual_model, prepare_design, scaled_residuals
-from .residual_fit import simulate as residual_simulate
 from .likelihood.lmm import simulate_responses
 from .model.layout import ThetaLayout, theta_layout
-from .model.residual import VARIANCE_FUNCTIONS
 from .optimize import OptSummary, summarize
 from .precision import float64, one_blas_thread
 from .prior import drop_missing_prior, split_offsets, unique_rows, weighted_design, weights_and_offset
 from .report import format_summary, html_model, with_timing
 from .scaling import Scales, unit_scales
+
+if TYPE_CHECKING:
+    from .residual_fit import ResidualFit
 
 SINGULAR_TOL = 1e-4  # lme4's isSingular(tol = 1e-4)
 
@@ -45,10 +47,11 @@ def lmer(formula: str, data: pd.DataFrame, REML: bool = True, max_iter: int = 20
     CompSymm, nlme's residual correlation within the groups of the grouping factor (with prior weights too:
     nlme's weights = varFixed(~1/w))."""
     require_bool(REML, "REML")
-    residual = correlation is not None or isinstance(weights, VARIANCE_FUNCTIONS)
+    variance = _is_variance_function(weights)
+    residual = correlation is not None or variance
     if residual and offset is not None:
         raise NotYetSupportedError("an offset together with a residual structure is not supported yet")
-    if residual and (weights is None or isinstance(weights, VARIANCE_FUNCTIONS)):
+    if residual and (weights is None or variance):
         return _lmer_residual(formula, data, REML, max_iter, correlation, weights)
     frame = unique_rows(data)
     plain, _, offsets = split_offsets(formula)
@@ -60,7 +63,8 @@ def lmer(formula: str, data: pd.DataFrame, REML: bool = True, max_iter: int = 20
         raise DesignError(f"weights must be positive for lmer; row {frame.index[np.flatnonzero(w == 0)[0]]!r} has "
                           "weight 0 (drop such rows)")
     if residual:  # prior weights beside a correlation: each row's residual sd has the fixed factor 1/√w
-        return _lmer_residual(formula, frame.assign(**{PRIOR_WEIGHTS: w}), REML, max_iter, correlation, None)
+        return _lmer_residual(formula, frame.assign(**{_residual_fit().PRIOR_WEIGHTS: w}), REML, max_iter,
+                              correlation, None)
     design = build_design(plain, frame)
     pos = frame.index.get_indexer(design.info.row_index)
     return fit_design(design, REML, max_iter, prior=(w[pos], off[pos]))
@@ -69,18 +73,30 @@ def lmer(formula: str, data: pd.DataFrame, REML: bool = True, max_iter: int = 20
 def _lmer_residual(formula, data, REML, max_iter, correlation, variance) -> "LmerModel":
     """lmer with nlme's residual structures (see `residual_fit`): on one BLAS thread (lmer itself takes no limit),
     since a group's correlation matrix can be large and is factored in LAPACK."""
-    prepared = prepare_design(formula, data, correlation, variance)
+    room = _residual_fit()
+    prepared = room.prepare_design(formula, data, correlation, variance)
     with one_blas_thread():
-        raw, beta0, residual = fit_residual_model(prepared, prepared.values, correlation, variance, bool(REML),
-                                                  max_iter)
-    model = LmerModel(prepared.design, bool(REML), raw, beta0, _prior_weights(prepared.values), residual)
+        raw, beta0, residual = room.fit_residual_model(prepared, prepared.values, correlation, variance, bool(REML),
+                                                       max_iter)
+    w = prepared.values.get(room.PRIOR_WEIGHTS)  # prior weights beside the structure, or none
+    model = LmerModel(prepared.design, bool(REML), raw, beta0, None if w is None else (w, np.zeros(len(w))), residual)
     model.warn_if_problematic()
     return model
 
 
-def _prior_weights(values: dict):
-    """`prior` (weights, offset) of a fit with a residual structure: its prior weights, or None."""
-    return None if PRIOR_WEIGHTS not in values else (values[PRIOR_WEIGHTS], np.zeros(len(values[PRIOR_WEIGHTS])))
+def _residual_fit():
+    """hlm_jax.residual_fit, imported on first use: residual structures (it and model.residual) add 20-30 ms of CPU
+    to `import hlm_jax`, which a plain lmer does not need (a lazy import for start-up latency: 101 → 78 ms with
+    bytecode cached, 195 → 167 ms without, medians of 8 fresh processes)."""
+    from . import residual_fit
+    return residual_fit
+
+
+def _is_variance_function(weights) -> bool:
+    """Whether `weights` is a variance function (VarIdent, VarPower, VarExp), without importing their module:
+    one exists only once hlm_jax.model.residual is loaded."""
+    module = sys.modules.get(f"{__package__}.model.residual")
+    return module is not None and isinstance(weights, module.VARIANCE_FUNCTIONS)
 
 
 @with_timing
@@ -311,7 +327,7 @@ class LmerModel:
             raise ValueError(f"type must be 'response', 'pearson' or 'normalized', got {type!r}")
         values = self.info.y - self.fitted().to_numpy()
         if type != "response" and self.residual is not None:
-            values = scaled_residuals(self, type)
+            values = _residual_fit().scaled_residuals(self, type)
         elif type != "response":
             values = values * np.sqrt(1.0 if self.prior is None else self.prior[0]) / self.sigma
         return pd.Series(values, index=self.info.row_index, name="residuals")
@@ -357,7 +373,7 @@ class LmerModel:
         info = self.info
         factors = info.factors
         if self.residual is not None:
-            ys = residual_simulate(self, nsim, seed)
+            ys = _residual_fit().simulate(self, nsim, seed)
             return pd.DataFrame(ys.T, index=info.row_index, columns=[f"sim_{i + 1}" for i in range(nsim)])
         ys = simulate_responses(jax.random.PRNGKey(seed), jnp.asarray(info.X @ self.fixef.to_numpy()),
                                 tuple(jnp.asarray(f.Z) for f in factors), tuple(jnp.asarray(f.codes) for f in factors),
@@ -416,7 +432,8 @@ class LmerModel:
         if self.residual is None:
             return fit_design(self.design, REML, prior=self.prior)
         correlation, variance, values = self.residual.spec
-        raw, beta0, residual = fit_residual_model(self.design, values, correlation, variance, bool(REML))
+        raw, beta0, residual = _residual_fit().fit_residual_model(self.design, values, correlation, variance,
+                                                                  bool(REML))
         return LmerModel(self.design, bool(REML), raw, beta0, self.prior, residual)
 
     def require_unweighted(self, what: str) -> None:

@@ -14,6 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # rooms a first lmer fit does not use: they load on first access of one of their names
 LATER = ("hlm_jax.batch", "hlm_jax.inference", "hlm_jax.multilevel", "hlm_jax.plot", "hlm_jax.glmm",
          "hlm_jax.glmm_results", "hlm_jax.model.family", "hlm_jax.model.user", "hlm_jax.user_fit", "hlm_jax.ols",
+         "hlm_jax.model.residual", "hlm_jax.residual_fit",
          "hlm_jax.cli", "scipy.stats", "scipy.sparse", "scipy.linalg", "matplotlib")
 
 
