@@ -1,6 +1,6 @@
 """Fresh-process latency: `import hlm_jax` + compile + first sleepstudy fit, cold and warm, beside the peers.
 
-    python benchmarks/bench_startup.py [--runs 5] [--profile] [--calls]
+    python benchmarks/bench_startup.py [--runs 5] [--profile] [--calls] [--inference]
 
 Every measurement is a new Python (or Rscript) process started with subprocess; the time is the parent's wall
 clock around it (interpreter start-up and exit included), median and min of --runs, all in one run:
@@ -17,6 +17,11 @@ lme4 in a fresh Rscript (library(lme4) + the same fit); ratios are hlm_jax / pee
 fresh process after its first fits, cold and warm (goal ≤ 2 s each, profile ≤ 5 s, in both), with the compile
 seconds inside each (`hlm_jax.compile_time.timed`), and lme4's first profile confint and bootMer(nsim=100) in a
 fresh Rscript after its fit.
+
+--inference adds the first inference calls after a fit in a fresh process, cold and warm: summary and anova
+with Satterthwaite's and Kenward-Roger's df and variance_table(), in that order in one process (a later call
+reuses what an earlier one compiled), with the compile seconds inside each; and lmerTest's same calls in a fresh
+Rscript after its fit.
 
 --profile adds a stage-by-stage breakdown of one cold and one warm process.
 """
@@ -75,6 +80,31 @@ print("RESULT", json.dumps(T))
 """
 CALL_GOALS = {"bootstrap(n=1000)": 2.0, "pb_test(n=1000)": 2.0, "fit_many(1000 responses)": 2.0,
               "confint(method='profile')": 5.0}
+
+# the first inference calls after a fit, in the order a researcher meets them, each timed in the same process
+INFERENCE_CALLS = ("summary(ddf='Satterthwaite')", "anova(m, ddf='Satterthwaite')", "summary(ddf='Kenward-Roger')",
+                   "anova(m, ddf='Kenward-Roger')", "m.variance_table()")
+FIRST_INFERENCE = f"""
+import json
+import hlm_jax as hj
+from hlm_jax.compile_time import timed
+m = hj.lmer({FORMULA!r}, hj.datasets.load("sleepstudy"))
+calls = [lambda: m.summary(ddf="Satterthwaite"), lambda: hj.anova(m, ddf="Satterthwaite"),
+         lambda: m.summary(ddf="Kenward-Roger"), lambda: hj.anova(m, ddf="Kenward-Roger"), m.variance_table]
+T = {{}}
+for name, call in zip({INFERENCE_CALLS!r}, calls):
+    with timed() as T[name]:
+        call()
+print("RESULT", json.dumps(T))
+"""
+
+# lmerTest's first summary and anova with each df method after its fit, timed inside R (seconds)
+LMERTEST_CALLS = f"""suppressMessages(library(lmerTest)); m <- lmer({FORMULA}, sleepstudy)
+t <- c(system.time(summary(m, ddf = "Satterthwaite"))[["elapsed"]],
+       system.time(anova(m, ddf = "Satterthwaite"))[["elapsed"]],
+       system.time(summary(m, ddf = "Kenward-Roger"))[["elapsed"]],
+       system.time(anova(m, ddf = "Kenward-Roger"))[["elapsed"]])
+cat("RESULT", t, "\\n")"""
 
 IMPORT_JAX = "import jax"
 IMPORT_HLM = "import hlm_jax"
@@ -187,6 +217,8 @@ def main(argv=None) -> None:
     ap.add_argument("--runs", type=int, default=5, help="fresh processes per measurement")
     ap.add_argument("--profile", action="store_true", help="also print a stage breakdown (cold and warm)")
     ap.add_argument("--calls", action="store_true", help="also time the first batched and profile calls")
+    ap.add_argument("--inference", action="store_true", help="also time the first summary/anova with ddf and "
+                                                               "variance_table")
     args = ap.parse_args(argv)
     n = args.runs
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPU cores; {n} fresh processes each; seconds")
@@ -220,6 +252,8 @@ def main(argv=None) -> None:
 
         if args.calls:
             first_calls(n, tmp)
+        if args.inference:
+            first_inference(n, tmp)
         if args.profile:
             prof_cold = run_python(PROFILE, child_env(os.path.join(tmp, "profile")))[1]
             prof_warm = run_python(PROFILE, child_env(os.path.join(tmp, "profile")))[1]
@@ -255,6 +289,29 @@ def first_calls(n: int, tmp: str) -> None:
         elif call == "bootstrap(n=1000)" and call in lme4:
             peer = f"bootMer(nsim = 100) {lme4[call]:.2f} s"
         print(f"{call:<28} {cells[0]:7.2f} {cells[1]:8.2f} {cells[2]:7.2f} {cells[3]:8.2f}  ≤ {goal:.0f} s {met:<9} {peer}")
+
+
+
+def first_inference(n: int, tmp: str) -> None:
+    """Each first inference call's wall time in a fresh process after its fit (median of n), cold and warm
+    cache, with the compile seconds inside; lmerTest's same calls in a fresh Rscript after its fit."""
+    cold = [run_python(FIRST_INFERENCE, child_env(os.path.join(tmp, f"inference_cold{i}")))[1] for i in range(n)]
+    warm_env = child_env(os.path.join(tmp, "inference_warm"))
+    run_python(FIRST_INFERENCE, warm_env)
+    warm = [run_python(FIRST_INFERENCE, warm_env)[1] for _ in range(n)]
+    peer = {}
+    has = "quit(status = !all(sapply(c('lmerTest', 'pbkrtest'), requireNamespace, quietly = TRUE)))"
+    if shutil.which("Rscript") and subprocess.run(["Rscript", "-e", has], capture_output=True).returncode == 0:
+        times = np.median([[float(v) for v in run_r(LMERTEST_CALLS)[1].split()] for _ in range(n)], axis=0)
+        peer = dict(zip(INFERENCE_CALLS, times))
+    print(f"\nfirst inference call in a fresh process (after its fit, in this order), median of {n}; s\n"
+          f"{'call':<32} {'cold':>7} {'compile':>8} {'warm':>7} {'compile':>8}  lmerTest (same Rscript)")
+    for call in INFERENCE_CALLS:
+        cells = [float(np.median([r[call][key] for r in runs])) for runs in (cold, warm)
+                 for key in ("seconds", "compile_s")]
+        ratio = (f"{peer[call]:.2f} s (ratio cold {cells[0] / peer[call]:.1f}x, warm {cells[2] / peer[call]:.1f}x)"
+                 if peer.get(call, 0) > 0 else "")
+        print(f"{call:<32} {cells[0]:7.2f} {cells[1]:8.2f} {cells[2]:7.2f} {cells[3]:8.2f}  {ratio}")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """What keeps a first inference call short in a fresh process: tail probabilities without scipy.stats (the same
-values), and the modules a first summary(ddf=...) and anova(m, ddf=...) leave unloaded (issue 19)."""
+values), the modules a first summary(ddf=...) and anova(m, ddf=...) leave unloaded, and one Kenward-Roger
+program for models of similar sizes (issue 19)."""
 from __future__ import annotations
 
 import json
@@ -10,6 +11,8 @@ from pathlib import Path
 import numpy as np
 from scipy import stats as sps
 
+import hlm_jax as hj
+from hlm_jax.inference import ddf, kenward_roger
 from hlm_jax.inference.tails import chi2_sf, f_sf, t_two_sided
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,3 +36,24 @@ def test_a_first_summary_and_anova_with_ddf_load_no_scipy_stats():
     loaded = json.loads(out.splitlines()[-1])
     assert "hlm_jax.inference.ftable" in loaded and "scipy.special" in loaded
     assert [m for m in loaded if m.startswith(("scipy.stats", "hlm_jax.ols"))] == []
+
+
+def test_kenward_roger_of_a_model_of_similar_size_reuses_the_program():
+    """17 and 18 subjects pad to the same block count: the second model's KR df compile nothing, and its df
+    equal the dense (unpadded) Z-space path's."""
+    d = hj.datasets.load("sleepstudy")
+    formula = "Reaction ~ Days + (Days | Subject)"
+    kenward_roger(hj.lmer(formula, d))
+    m = hj.lmer(formula, d[d.Subject.astype(str) != "308"])
+    table = kenward_roger(m)
+    assert table.attrs["timing"]["compile_s"] == 0.0
+    blocked = ddf.z_space(m)
+    G, q, p = blocked.ZtX.shape
+    S = np.zeros((G * q, G * q))
+    for g in range(G):
+        S[q * g:q * g + q, q * g:q * g + q] = blocked.S[g]
+    rows, cols = (np.concatenate([q * np.arange(G) + r for r in x]) for x in (blocked.d_rows, blocked.d_cols))
+    dense = ddf.ZSpace(S[None], blocked.ZtX.reshape(1, G * q, p), blocked.XtX, blocked.n, rows, cols,
+                       np.repeat(blocked.d_param, G))
+    pieces = ddf.kenward_roger_pieces(m, zs=dense)
+    np.testing.assert_allclose(table["df"], [pieces.df(np.eye(p)[j]) for j in range(p)], rtol=1e-9)

@@ -1,10 +1,11 @@
 """Inference after a fit: model comparison, denominator degrees of freedom, intervals, variance shares.
 
     anova.py      likelihood-ratio tests between nested fits (REML fits refitted by ML, as lme4)
-    ddf.py        Satterthwaite (lmerTest) and Kenward-Roger (pbkrtest) df, derivatives by autodiff
+    ddf.py        Satterthwaite (lmerTest) and Kenward-Roger (pbkrtest) df, exact derivatives
     profile.py    profile-likelihood intervals (lme4's profile/confint) and Wald intervals
-    unprofiled.py the ML deviance in (θ, σ) with closed-form derivatives, for the profiles
+    unprofiled.py the deviance in (θ, σ) with closed-form derivatives (profiles, Satterthwaite, SEs)
     variance.py   intraclass correlation and Nakagawa-Schielzeth R²
+    information.py SEs of the variance parameters from the deviance's exact Hessian (variance_table)
     tails.py      t, F and χ² tail probabilities (scipy.special, not scipy.stats)
 
 Everything here reads a fitted `LmerModel` and the likelihood functions; nothing in the

@@ -7,8 +7,9 @@ and for a contrast c
 
     df = 2 (cᵀVc)² / (gᵀ A g),   g_k = ∂(cᵀVc)/∂varpar_k.
 
-lmerTest takes H and ∂V/∂varpar by finite differences (numDeriv); here both are exact,
-by automatic differentiation of the same likelihood the fit minimised.
+lmerTest takes H and ∂V/∂varpar by finite differences (numDeriv); here both are exact: H from the
+profiled criterion's closed-form derivatives (`unprofiled.deviance_derivatives`) and ∂V/∂varpar by forward
+mode through the per-group sums (autodiff through the decomposition where those forms do not apply).
 
 Kenward-Roger, as pbkrtest (Halekoh & Højsgaard 2014): the variance parameters are
 γ = (the covariance entries of each random term, σ²), with V = Σ_i γ_i G_i linear in γ.
@@ -18,7 +19,7 @@ XᵀV⁻¹G_iV⁻¹G_jV⁻¹X and tr(V⁻¹G_iV⁻¹G_j). Because V is linear in
     P_i = ∂(XᵀV⁻¹X)/∂γ_i,       Q_ij + Q_ji = ∂²(XᵀV⁻¹X)/∂γ_i∂γ_j,
     IE2 = -∂²[log|V| + log|XᵀV⁻¹X|]/∂γ∂γᵀ   (twice the expected REML information),
 
-so they are computed here by autodiff of two small functions of γ, XᵀV⁻¹X and log|V|,
+so they are computed here by forward-mode autodiff of two small functions of γ, XᵀV⁻¹X and log|V|,
 written in Z-space (never an n × n matrix) with the push-through identity
 
     V⁻¹ = σ⁻²[I − Z D (σ²I + ZᵀZ D)⁻¹ Zᵀ],   |V| = σ^{2(n−m)} |σ²I + ZᵀZ D|,
@@ -29,7 +30,6 @@ follow pbkrtest's Lb_ddf.
 """
 from __future__ import annotations
 
-from functools import partial
 from typing import NamedTuple
 
 import jax
@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 
 from ..compile_time import ONCE, Program
-from ..design import NotYetSupportedError
+from ..design import NotYetSupportedError, bucket_length
 from ..likelihood import linalg, sums
 from ..likelihood.lmm import Stats
 from ..messages import warn
@@ -266,7 +266,8 @@ def marginal_information(gamma: jax.Array, S, ZtX, XtX, rows, cols, params) -> j
 
 
 def log_det_v_and_info(gamma: jax.Array, S, ZtX, XtX, n, rows, cols, params) -> jax.Array:
-    """log|V| + log|XᵀV⁻¹X| at γ (its negative Hessian is pbkrtest's IE2)."""
+    """log|V| + log|XᵀV⁻¹X| at γ (its negative Hessian is pbkrtest's IE2); blocks of zeros (padding) add
+    nothing, as n − (number of blocks)·m counts them."""
     sigma2 = gamma[-1]
     m = S.shape[-1]
     D = _covariance_matrix(gamma[:-1], m, rows, cols, params)
@@ -277,13 +278,31 @@ def log_det_v_and_info(gamma: jax.Array, S, ZtX, XtX, n, rows, cols, params) -> 
     return logdet_V + jnp.linalg.slogdet(info)[1]
 
 
-@partial(jax.jit, static_argnames=("n",), compiler_options=ONCE)
-def _kr_derivatives(gamma, S, ZtX, XtX, rows, cols, params, n):
+def _kr_derivatives_at(gamma, S, ZtX, XtX, rows, cols, params, n):
+    """P = ∂(XᵀV⁻¹X)/∂γ (p, p, k), its second derivatives (p, p, k, k) and IE2, all forward over forward
+    (the first derivatives come out of the second's pass)."""
     args = (S, ZtX, XtX, rows, cols, params)
-    P = jax.jacfwd(marginal_information)(gamma, *args)                 # (p, p, k)
-    Hq = jax.hessian(marginal_information)(gamma, *args)               # (p, p, k, k)
-    IE2 = -jax.hessian(log_det_v_and_info)(gamma, S, ZtX, XtX, n, rows, cols, params)
+
+    def first(g):
+        P = jax.jacfwd(marginal_information)(g, *args)
+        return P, P
+
+    Hq, P = jax.jacfwd(first, has_aux=True)(gamma)
+    IE2 = -jax.jacfwd(jax.jacfwd(log_det_v_and_info))(gamma, S, ZtX, XtX, n, rows, cols, params)
     return P, Hq, IE2
+
+
+def _padded_blocks(zs: ZSpace) -> tuple[np.ndarray, np.ndarray]:
+    """ZᵀZ and ZᵀX per block, one-factor blocks padded with zeros to a bucketed count (σ²I blocks of V that
+    add nothing), so that models of similar sizes share the program."""
+    if zs.S.shape[0] == 1:
+        return zs.S, zs.ZtX
+    pad = [(0, bucket_length(zs.S.shape[0]) - zs.S.shape[0])] + [(0, 0)] * 2
+    return np.pad(zs.S, pad), np.pad(zs.ZtX, pad)
+
+
+# kept on disk for the next process
+_kr_derivatives = Program(_kr_derivatives_at, "kenward_roger", compiler_options=ONCE)
 
 
 class KenwardRoger(NamedTuple):
@@ -343,8 +362,9 @@ def kenward_roger_pieces(model, theta=None, zs: ZSpace | None = None) -> Kenward
     point = evaluation_point(model, theta)
     zs = z_space(model) if zs is None else zs
     gamma = variance_parameters(model, point)
-    P, Hq, IE2 = _kr_derivatives(jnp.asarray(gamma), jnp.asarray(zs.S), jnp.asarray(zs.ZtX), jnp.asarray(zs.XtX),
-                                 jnp.asarray(zs.d_rows), jnp.asarray(zs.d_cols), jnp.asarray(zs.d_param), n=zs.n)
+    S, ZtX = _padded_blocks(zs)
+    P, Hq, IE2 = _kr_derivatives(*(jnp.asarray(x) for x in (gamma, S, ZtX, zs.XtX, zs.d_rows, zs.d_cols, zs.d_param,
+                                                              float(zs.n))))
     P = np.moveaxis(np.asarray(P), -1, 0)                  # (k, p, p)
     Hq = np.moveaxis(np.asarray(Hq), (-2, -1), (0, 1))     # (k, k, p, p)
     IE2 = np.asarray(IE2)
