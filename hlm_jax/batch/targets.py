@@ -9,10 +9,39 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..fit import gaussian_derivatives, gaussian_objective
-from ..likelihood.lmm import Stats, estimates
+from ..likelihood import sums
+from ..likelihood.lmm import Estimates, Stats, estimates
 from ..model.layout import FactorStructure, ThetaLayout
 from ..optimize import batch_converged, minimize_queue
 from ..scaling import Scales
+
+
+# Under the batch's vmap every jitted function called inside is traced and then batched at each call; a second
+# call of the same function with the same shapes reuses most of that work (JAX caches both). So the trial
+# search's criterion and the final estimates are one jitted function (the criterion, β̂, σ̂², cov(β̂)/σ̂²), and the
+# derivatives, called once, are not wrapped in a jit of their own. Where `sums` does not apply, the fit's own.
+_fixed_effects = jax.jit(sums.fixed_effects)
+
+
+def batch_objective(theta, stats: Stats, reml):
+    """The profiled criterion of a batch's trial search (`fit.gaussian_objective`'s value)."""
+    return _fixed_effects(theta, stats, reml)[0] if sums.applies(stats) else gaussian_objective(theta, stats, reml)
+
+
+def batch_derivatives(theta, stats: Stats, reml):
+    """(f, ∇f, ∇²f) of a batch's Newton steps (`fit.gaussian_derivatives`' values)."""
+    if sums.applies(stats):
+        return sums.objective_derivatives(theta, stats, reml)
+    return gaussian_derivatives(theta, stats, reml)
+
+
+def batch_estimates(theta, stats: Stats, reml) -> Estimates:
+    """β̂, σ̂ and cov(β̂) at θ̂ (the conditional modes are not needed in a batch: None), from the trial search's
+    function where `sums` applies, else `lmm.estimates`."""
+    if not sums.applies(stats):
+        return estimates(theta, stats, reml)
+    f, beta, sigma2, unscaled = _fixed_effects(theta, stats, reml)
+    return Estimates(beta, jnp.sqrt(sigma2), sigma2 * unscaled, None, None, f)
 
 
 @jax.tree_util.register_dataclass
@@ -31,9 +60,9 @@ class Target:
     unit: tuple
     structure: FactorStructure = field(metadata=dict(static=True))
 
-    objective = staticmethod(gaussian_objective)
-    derivatives = staticmethod(gaussian_derivatives)
-    estimates = staticmethod(estimates)
+    objective = staticmethod(batch_objective)
+    derivatives = staticmethod(batch_derivatives)
+    estimates = staticmethod(batch_estimates)
 
     def stats(self, *b) -> Stats:
         """One problem's Stats from its y-dependent parts (Zᵀy, Xᵀy, yᵀy; divided by `unit` into the

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from . import linalg
 from .lmm import Stats, relative_factor
@@ -122,20 +123,30 @@ def _group_contributions_dense(theta: jax.Array, stats: Stats) -> jax.Array:
     return jnp.concatenate([2.0 * linalg.log_diag_sum(L)[None], S[iu, ju]], axis=0)
 
 
+def _upper_index(p: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows and columns of the upper triangle of a (p+1) × (p+1) matrix, row by row (T's order after its first)."""
+    return np.triu_indices(p + 1)
+
+
 def _symmetric(T: jax.Array, p: int) -> jax.Array:
-    """The (p+1) × (p+1) symmetric S from T's entries after the first (its upper triangle, row by row)."""
-    full = [[None] * (p + 1) for _ in range(p + 1)]
-    k = 1
-    for c in range(p + 1):
-        for d in range(c, p + 1):
-            full[c][d] = full[d][c] = T[k]
-            k += 1
-    return jnp.stack([jnp.stack(row) for row in full])
+    """The (p+1) × (p+1) symmetric S from T's entries after the first (its upper triangle, row by row); leading
+    axes of T are kept. One gather: the program stays small."""
+    index = np.zeros((p + 1, p + 1), int)
+    iu, ju = _upper_index(p)
+    index[iu, ju] = index[ju, iu] = np.arange(1, iu.size + 1)
+    return T[..., index]
 
 
 def _upper(G: jax.Array, p: int) -> jax.Array:
-    """∂/∂T of ⟨G, S(T)⟩ for a symmetric G: S's upper triangle, row by row, off-diagonal entries doubled."""
-    return jnp.stack([G[c, d] * (1.0 if c == d else 2.0) for c in range(p + 1) for d in range(c, p + 1)])
+    """∂/∂T of ⟨G, S(T)⟩ for a symmetric G (leading axes kept): S's upper triangle, row by row, off-diagonal
+    entries doubled."""
+    iu, ju = _upper_index(p)
+    return G[..., iu, ju] * np.where(iu == ju, 1.0, 2.0)
+
+
+def _pad(X: jax.Array) -> jax.Array:
+    """X (..., p, p) with a row and a column of zeros added last (a primitive: cheaper to trace than jnp.pad)."""
+    return jax.lax.pad(X, jnp.zeros((), X.dtype), [(0, 0, 0)] * (X.ndim - 2) + [(0, 1, 0)] * 2)
 
 
 def _fixed(T: jax.Array, stats: Stats):
@@ -158,32 +169,44 @@ def criterion_from_sums(T: jax.Array, stats: Stats, reml: jax.Array) -> jax.Arra
     return _criterion(T, RX, r2, stats.n - reml * stats.p, reml)
 
 
+def _fixed_solution(T: jax.Array, stats: Stats, reml: jax.Array):
+    """R_X, r², the residual degrees of freedom, K = C_XX⁻¹ = R_X⁻ᵀR_X⁻¹ and β = K C_Xy, from T."""
+    _, RX, cb, r2 = _fixed(T, stats)
+    RXinv = linalg.solve_lower(RX, jnp.eye(stats.p, dtype=T.dtype))
+    beta = linalg.solve_upper_t(RX, cb[:, None])[:, 0]
+    return RX, r2, stats.n - reml * stats.p, RXinv.T @ RXinv, beta
+
+
+def fixed_effects(theta: jax.Array, stats: Stats, reml: jax.Array):
+    """F at θ and what the fixed effects need there: β̂ (relative to β₀), σ̂² and R_X⁻ᵀR_X⁻¹ (cov(β̂)/σ̂²), from
+    the summed contributions (as `lmm.estimates` from its decomposition)."""
+    T = jnp.sum(group_contributions(theta, stats), axis=-1)
+    RX, r2, dof, K, beta = _fixed_solution(T, stats, reml)
+    return _criterion(T, RX, r2, dof, reml), beta, r2 / dof, K
+
+
 def criterion_derivatives(T: jax.Array, stats: Stats, reml: jax.Array, directions: jax.Array):
     """F(T), ∇F and ∇²F along each row of `directions` (k × m), in closed form (no autodiff to trace).
 
     With C = A − S, K = C_XX⁻¹, β = K C_Xy and v = [−β; 1]: r² = vᵀCv (β minimises it), so
     ∂F/∂C = reml·K (on the XX block) + (dof/r²) vvᵀ =: Γ; along dC, dK = −K dC K, dr² = vᵀdC v and
-    dv = [−K (dC v)_X; 0], which give dΓ. ∂F/∂T₀ = 1 and T's other entries enter C as −S(T)."""
+    dv = [−K (dC v)_X; 0], which give dΓ. ∂F/∂T₀ = 1 and T's other entries enter C as −S(T).
+    All directions at once (a leading axis), not mapped one by one: fewer operations to trace."""
     p = stats.p
-    _, RX, cb, r2 = _fixed(T, stats)
-    dof = stats.n - reml * p
-    RXinv = linalg.solve_lower(RX, jnp.eye(p, dtype=T.dtype))
-    K = RXinv.T @ RXinv
-    v = jnp.concatenate([-linalg.solve_upper_t(RX, cb[:, None])[:, 0], jnp.ones(1, T.dtype)])
-    pad = [(0, 1), (0, 1)]
-    gamma = reml * jnp.pad(K, pad) + (dof / r2) * jnp.outer(v, v)
+    RX, r2, dof, K, beta = _fixed_solution(T, stats, reml)
+    v = jnp.concatenate([-beta, jnp.ones(1, T.dtype)])
+    vv = jnp.outer(v, v)
+    gamma = reml * _pad(K) + (dof / r2) * vv
     grad = jnp.concatenate([jnp.ones(1, T.dtype), -_upper(gamma, p)])
-
-    def along(u):
-        dC = -_symmetric(u, p)
-        dCv = dC @ v
-        dr2 = v @ dCv
-        dv = jnp.concatenate([-K @ dCv[:p], jnp.zeros(1, T.dtype)])
-        d_gamma = (-reml * jnp.pad(K @ dC[:p, :p] @ K, pad) - (dof * dr2 / r2 ** 2) * jnp.outer(v, v)
-                   + (dof / r2) * (jnp.outer(dv, v) + jnp.outer(v, dv)))
-        return jnp.concatenate([jnp.zeros(1, T.dtype), -_upper(d_gamma, p)])
-
-    return _criterion(T, RX, r2, dof, reml), grad, jax.vmap(along)(directions)
+    dC = -_symmetric(directions, p)                                   # (k, p+1, p+1)
+    dCv = dC @ v
+    dr2 = dCv @ v
+    dv = jnp.concatenate([-dCv[:, :p] @ K, jnp.zeros((dCv.shape[0], 1), T.dtype)], axis=1)   # K is symmetric
+    dvv = dv[:, :, None] * v[None, None, :]
+    d_gamma = (-reml * _pad(K @ dC[:, :p, :p] @ K) - (dof * dr2 / r2 ** 2)[:, None, None] * vv
+               + (dof / r2) * (dvv + jnp.swapaxes(dvv, 1, 2)))
+    along = jnp.concatenate([jnp.zeros((dC.shape[0], 1), T.dtype), -_upper(d_gamma, p)], axis=1)
+    return _criterion(T, RX, r2, dof, reml), grad, along
 
 
 def objective(theta: jax.Array, stats: Stats, reml: jax.Array) -> jax.Array:
