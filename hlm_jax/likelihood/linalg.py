@@ -18,6 +18,17 @@ UNROLL_MAX = 6
 COLUMNS_MAX = 64
 
 
+def _less(x: jnp.ndarray, terms) -> jnp.ndarray:
+    """x minus the sum of `terms`, x itself when there are none (no zero array to add: fewer operations to trace)."""
+    terms = list(terms)
+    if not terms:
+        return x
+    total = terms[0]
+    for t in terms[1:]:
+        total = total + t
+    return x - total
+
+
 def cholesky(M: jnp.ndarray) -> jnp.ndarray:
     """Lower Cholesky factor of symmetric positive-definite M (..., k, k)."""
     k = M.shape[-1]
@@ -27,10 +38,10 @@ def cholesky(M: jnp.ndarray) -> jnp.ndarray:
         return _cholesky_columns(M)
     L = [[None] * k for _ in range(k)]
     for j in range(k):
-        d = M[..., j, j] - sum((L[j][m] ** 2 for m in range(j)), jnp.zeros_like(M[..., j, j]))
+        d = _less(M[..., j, j], (L[j][m] ** 2 for m in range(j)))
         L[j][j] = jnp.sqrt(d)
         for i in range(j + 1, k):
-            s = M[..., i, j] - sum((L[i][m] * L[j][m] for m in range(j)), jnp.zeros_like(d))
+            s = _less(M[..., i, j], (L[i][m] * L[j][m] for m in range(j)))
             L[i][j] = s / L[j][j]
     zero = jnp.zeros_like(M[..., 0, 0])
     return jnp.stack([jnp.stack([L[i][j] if j <= i else zero for j in range(k)], -1) for i in range(k)], -2)
@@ -45,7 +56,7 @@ def solve_lower(L: jnp.ndarray, B: jnp.ndarray) -> jnp.ndarray:
         return _solve_columns(L, B, False)
     rows = []
     for i in range(k):
-        s = B[..., i, :] - sum((L[..., i, m, None] * rows[m] for m in range(i)), jnp.zeros_like(B[..., i, :]))
+        s = _less(B[..., i, :], (L[..., i, m, None] * rows[m] for m in range(i)))
         rows.append(s / L[..., i, i, None])
     return jnp.stack(rows, -2)
 
@@ -59,7 +70,7 @@ def solve_upper_t(L: jnp.ndarray, B: jnp.ndarray) -> jnp.ndarray:
         return _solve_columns(L, B, True)
     rows = [None] * k
     for i in reversed(range(k)):
-        s = B[..., i, :] - sum((L[..., m, i, None] * rows[m] for m in range(i + 1, k)), jnp.zeros_like(B[..., i, :]))
+        s = _less(B[..., i, :], (L[..., m, i, None] * rows[m] for m in range(i + 1, k)))
         rows[i] = s / L[..., i, i, None]
     return jnp.stack(rows, -2)
 

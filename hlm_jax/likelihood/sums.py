@@ -87,7 +87,8 @@ def group_contributions(theta: jax.Array, stats: Stats) -> jax.Array:
     for a in range(q):
         for b in range(a + 1):
             s = _add([lam[i][a] * AL[i][b] for i in range(q) if lam[i][a] is not None and AL[i][b] is not None])
-            M[a, b] = (zero if s is None else s) + (1.0 if a == b else 0.0)
+            s = zero if s is None else s
+            M[a, b] = s + 1.0 if a == b else s
     L = {}
     for j in range(q):
         d = M[j, j] - _add([L[j, m] ** 2 for m in range(j)]) if j else M[j, j]
@@ -259,12 +260,12 @@ def objective_derivatives(theta: jax.Array, stats: Stats, reml: jax.Array):
     lamT = _t(lam)
     # M = ΛᵀAΛ + I, its Cholesky factor L and L⁻¹ (lower triangular)
     M = _dense(_mm(lamT, _mm(A, lam)), zero)
-    M = [[M[i][j] + (1.0 if i == j else 0.0) for j in range(q)] for i in range(q)]
+    M = [[M[i][j] + 1.0 if i == j else M[i][j] for j in range(q)] for i in range(q)]
     L = {}
     for j in range(q):
-        L[j, j] = jnp.sqrt(M[j][j] - _add([L[j, m] ** 2 for m in range(j)] + [zero]))
+        L[j, j] = jnp.sqrt(M[j][j] - _add([L[j, m] ** 2 for m in range(j)]) if j else M[j][j])
         for i in range(j + 1, q):
-            L[i, j] = (M[i][j] - _add([L[i, m] * L[j, m] for m in range(j)] + [zero])) / L[j, j]
+            L[i, j] = (M[i][j] - _add([L[i, m] * L[j, m] for m in range(j)]) if j else M[i][j]) / L[j, j]
     Li = {}
     for i in range(q):
         Li[i, i] = 1.0 / L[i, i]
@@ -301,7 +302,7 @@ def objective_derivatives(theta: jax.Array, stats: Stats, reml: jax.Array):
     f, dT, HJ = criterion_derivatives(T, stats, reml, J.T)   # HJ: (k, m)
     Gm = [[None] * m1 for _ in range(m1)]
     for i, (a, b) in enumerate(upper, start=1):
-        Gm[a][b] = Gm[b][a] = dT[i] * (1.0 if a == b else 0.5)
+        Gm[a][b] = Gm[b][a] = dT[i] if a == b else dT[i] * 0.5
     PG = [[_dot(PtB[r], [Gm[a][b] for a in range(m1)]) for b in range(m1)] for r in range(q)]
     NG = [[_dot(NB[c], [Gm[a][b] for a in range(m1)]) for b in range(m1)] for c in range(q)]
     AGA = [[_dot(PG[r], PtB[s]) for s in range(q)] for r in range(q)]
