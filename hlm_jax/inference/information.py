@@ -8,7 +8,6 @@ This is nlme's apVar (which takes a finite-difference Hessian), with exact deriv
 """
 from __future__ import annotations
 
-from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -70,10 +69,14 @@ def deviance(psi, data, reml, spec, diagonal):
             + logdet_R)
 
 
-@partial(jax.jit, static_argnames=("reml", "spec", "diagonal"), compiler_options=ONCE)
-def deviance_hessian(psi, data, reml: float, spec: tuple, diagonal: tuple[bool, ...]):
-    """The Hessian of `deviance` in ψ, compiled once per model structure (not once per call)."""
+def _deviance_hessian(psi, data, reml: float, spec: tuple, diagonal: tuple[bool, ...]):
+    """The Hessian of `deviance` in ψ (models with a residual structure)."""
     return jax.hessian(deviance)(psi, data, reml, spec, diagonal)
+
+
+# compiled once per model structure (not once per call), kept on disk for the next process
+deviance_hessian = Program(_deviance_hessian, "residual_deviance_hessian", static_argnames=("reml", "spec", "diagonal"),
+                           compiler_options=ONCE)
 
 
 def _varpar(psi, spec, diagonal):
@@ -131,7 +134,7 @@ def variance_table(model) -> pd.DataFrame:
     if model.residual is None:
         H = _plain_hessian(model, psi, flags)
     else:
-        H = deviance_hessian(jnp.asarray(psi), data, float(model.reml), sd_cor_spec(layout), flags)
+        H = deviance_hessian(jnp.asarray(psi), data, reml=float(model.reml), spec=sd_cor_spec(layout), diagonal=flags)
     se_psi = np.sqrt(np.diag(2.0 * np.linalg.inv(np.asarray(H))))
     residual = data.residual
     nat, slope_eta = np.zeros(0), np.zeros(0)
