@@ -462,3 +462,14 @@ def test_bootstrap_of_an_ml_fit_refits_by_ml(sleep):
     np.testing.assert_allclose(boot.objective[i], single.objective, rtol=1e-10)
     np.testing.assert_allclose(boot.replicates.iloc[i, :3].to_numpy(), list(single.fixef) + [single.sigma],
                                rtol=1e-6)
+
+
+def test_host_built_key_equals_jax_key():
+    """The bootstrap's key, built on the host (`devices.prng_key`), is jax.random.PRNGKey's for any 64-bit seed."""
+    from hlm_jax.batch.devices import prng_key
+
+    with jax.enable_x64(True):
+        for seed in (0, 1, 12345, 2 ** 32 + 7, 2 ** 40 + 5, -1, -2 ** 40, 2 ** 63 - 1, -2 ** 63):
+            ours, theirs = np.asarray(prng_key(seed)), np.asarray(jax.random.PRNGKey(seed))
+            assert ours.dtype == theirs.dtype and ours.shape == theirs.shape
+            np.testing.assert_array_equal(ours, theirs)

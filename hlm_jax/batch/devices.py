@@ -48,6 +48,22 @@ def available_bytes() -> int:
         return 2 ** 31
 
 
+# A fresh process compiles a small program for each new shape that jnp.asarray lifts from numpy (20-60 ms each)
+# and two for jax.random.PRNGKey (about 0.1 s); device_put and a key built on the host compile nothing.
+def to_device(x, dtype=None) -> jax.Array:
+    """A numpy array (or array-like) on the default device, as jnp.asarray(x, dtype) gives it, compiling nothing."""
+    return jax.device_put(np.asarray(x, dtype=dtype))
+
+
+def prng_key(seed: int) -> jax.Array:
+    """jax.random.PRNGKey(seed), built on the host for the default threefry generator (64-bit mode: the seed's
+    high and low 32 bits)."""
+    if jax.config.jax_default_prng_impl != "threefry2x32" or not jax.config.jax_enable_x64:
+        return jax.random.PRNGKey(seed)
+    u = int(seed) % 2 ** 64
+    return to_device(np.array([u >> 32, u & 0xFFFFFFFF], np.uint32))
+
+
 def on_cpu() -> bool:
     return jax.devices()[0].platform == "cpu"
 

@@ -10,7 +10,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from ..compile_time import ONCE, Program, timed
 from ..distributed import gather
 from ..fit import SINGLE_FIT_OPTIONS
-from .devices import chunk_indices, chunk_size, mesh, on_cpu, progress_bar, slot_width
+from .devices import chunk_indices, chunk_size, mesh, on_cpu, prng_key, progress_bar, slot_width, to_device
 from .simulate import Simulator
 from .targets import Target, fit_target
 
@@ -81,13 +81,13 @@ def run_simulated(simulator, targets, n, seed, chunk, progress, max_iter, desc, 
     to them (`given_chunk`); per-target dicts of numpy arrays (length n) and timings."""
     per_dev = chunk_size(n, bytes_per_problem(*dims), chunk)
     latency = for_latency(per_dev)
-    key = jax.random.PRNGKey(seed)
+    key = prng_key(seed)
     sharding = NamedSharding(mesh(), PartitionSpec("batch"))
 
     def fit_chunk(idx, real):
         statistics = simulated_statistics[latency](simulator, key, jax.device_put(idx, sharding))
         valid = jax.device_put(real, sharding)
-        return tuple(given_chunk[latency](target, data, valid, jnp.asarray(max_iter, jnp.int32), width=slot_width())
+        return tuple(given_chunk[latency](target, data, valid, to_device(max_iter, np.int32), width=slot_width())
                      for target, data in zip(targets, statistics))
 
     return run_chunks(n, per_dev, progress, desc, fit_chunk)
@@ -119,7 +119,7 @@ def run_given(target: Target, data, n: int, chunk, progress, max_iter, desc, dim
         take = np.minimum(idx, n - 1)
         piece = jax.tree_util.tree_map(lambda a: jax.device_put(np.asarray(a)[take], sharding), data)
         program = given_chunk[for_latency(per_dev) if latency is None else latency]
-        return program(target, piece, jax.device_put(real, sharding), jnp.asarray(max_iter, jnp.int32),
+        return program(target, piece, jax.device_put(real, sharding), to_device(max_iter, np.int32),
                        width=width or slot_width())
 
     return run_chunks(n, per_dev, progress, desc, fit_chunk)

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from ..design import DesignError
+from .devices import prng_key, to_device
 from .targets import group_sums
 
 
@@ -116,7 +117,7 @@ class SimulationSource:
         """Replicates `which` as responses in the data's units (simulated in units `y_scale` times smaller)."""
         sim = self.simulator
         with jax.enable_x64(True):
-            keys = jax.vmap(jax.random.fold_in, (None, 0))(jax.random.PRNGKey(seed), jnp.asarray(which))
+            keys = jax.vmap(jax.random.fold_in, (None, 0))(prng_key(seed), to_device(which))
             z, v, chi2 = jax.tree_util.tree_map(np.asarray, jax.vmap(sim.draw)(keys))
         lam, sigma, keep = np.asarray(sim.lam), float(sim.sigma), np.asarray(sim.keep)
         G, c = keep.shape
@@ -194,8 +195,8 @@ def make_simulator(sim_X_beta, Z_sim, lam, sigma, codes, G, targets, row_index, 
     df = len(codes) - keep.sum()
     if df < 0:
         raise DesignError("the model has more parameters per group than rows")
-    simulator = Simulator(jnp.asarray(lam, dtype=float), jnp.asarray(float(sigma)), jnp.asarray(F),
-                          jnp.asarray(keep), jnp.asarray(gram), jnp.asarray(float(df)),
-                          tuple(jnp.asarray(float(d @ d)) for d in deltas), z_sim, tuple(spec))
+    simulator = Simulator(to_device(lam, float), to_device(sigma, float), to_device(F), to_device(keep),
+                          to_device(gram), to_device(df, float), tuple(to_device(d @ d, float) for d in deltas), z_sim,
+                          tuple(spec))
     source = SimulationSource(simulator, U, codes, sim_X_beta, Z_sim, row_index, w, V, y_scale)
     return simulator, source, c

@@ -14,6 +14,7 @@ from ..likelihood.lmm import Estimates, Stats, estimates
 from ..model.layout import FactorStructure, ThetaLayout
 from ..optimize import batch_converged, minimize_queue
 from ..scaling import Scales
+from .devices import to_device
 
 
 # Under the batch's vmap every jitted function called inside is traced and then batched at each call; a second
@@ -89,10 +90,10 @@ def make_target(X, Z, codes, G, layout: ThetaLayout, x0, reml, scales: Scales) -
     start x0 given as θ in the data's units."""
     X, Z = X / scales.x, Z / scales.z[0]
     unit = (scales.z[0] * scales.y, scales.x * scales.y, np.asarray(scales.y) ** 2)
-    return Target(jnp.asarray(group_sums(codes, G, Z, Z)), jnp.asarray(group_sums(codes, G, Z, X)),
-                  jnp.asarray(X.T @ X), jnp.asarray(float(X.shape[0])), jnp.asarray(x0 * scales.theta, dtype=float),
-                  jnp.asarray(layout.lower, dtype=float), jnp.asarray(float(reml)),
-                  tuple(jnp.asarray(u, dtype=float) for u in unit), layout.factor(0))
+    return Target(to_device(group_sums(codes, G, Z, Z)), to_device(group_sums(codes, G, Z, X)),
+                  to_device(X.T @ X), jnp.asarray(float(X.shape[0])), to_device(x0 * scales.theta, float),
+                  to_device(layout.lower, float), jnp.asarray(float(reml)),
+                  tuple(to_device(u, float) for u in unit), layout.factor(0))
 
 
 def fit_target(target, data, n_valid, width: int, max_iter: int) -> dict:
