@@ -16,10 +16,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
-from scipy.optimize import linprog
 
 from .design import Design, DesignError, NotYetSupportedError, build_design
-from .compile_time import ONCE
+from .compile_time import ONCE, Program
 from .fit import SINGLE_FIT_OPTIONS
 from .formula import FormulaError, deparse
 from .formula.parse import Call, Name
@@ -195,7 +194,8 @@ def laplace_deviance(x, problem: Problem, u0=None) -> jax.Array:
 
 
 def laplace_terms(x, problem: Problem, u0=None):
-    """(−2 × the Laplace (or quadrature) log-likelihood at x, the conditional modes u when rows are used)."""
+    """(−2 × the Laplace (or quadrature) log-likelihood at x, and with rows and the Laplace approximation the
+    conditional modes u and the blocked H = I + ΛᵀZᵀCZΛ at them (for the modes' covariances), else None)."""
     theta, params = split_params(x, problem)
     lams = lambdas(theta, problem)
     if problem.rows is None:
@@ -206,8 +206,8 @@ def laplace_terms(x, problem: Problem, u0=None):
     if problem.n_agq > 1:
         return -2.0 * (agq.agq_loglik(GlmRowModel(problem.family), params, lams, problem.rows, problem.random,
                                       problem.n_agq) + constant), None
-    ll, u, _ = laplace.row_terms(GlmRowModel(problem.family), params, lams, problem.rows, problem.random, u0)
-    return -2.0 * (ll + constant), u
+    ll, u, H = laplace.row_terms(GlmRowModel(problem.family), params, lams, problem.rows, problem.random, u0)
+    return -2.0 * (ll + constant), (u, H)
 
 
 def make_problem(gd: GlmmData, y: np.ndarray | None = None, grouped: bool = False, n_agq: int = 1) -> Problem:
@@ -250,11 +250,11 @@ def random_rows(info) -> laplace.RandomRows:
 
 # ---- starting values and the fit -------------------------------------------------------------
 
-@partial(jax.jit, static_argnames=("family", "n_iter"), compiler_options=ONCE)
-def glm_start(X, y, w, off, family: Family, n_iter: int = 50) -> tuple[jax.Array, jax.Array]:
+def _glm_start(X, y, w, off, family: Family, n_iter: int = 50) -> tuple[jax.Array, jax.Array]:
     """β of the GLM without random effects by IRLS (lme4 also starts there), and whether IRLS converged
     to finite, moderate linear predictors (when not, the data may be separated). One small compiled
-    program (compiled quickly: it runs once per fit), where eager steps cost a millisecond of dispatch."""
+    program (compiled quickly and kept on disk: it runs once per fit), where eager steps cost a millisecond of
+    dispatch."""
     binomial = family.name == "binomial"
     mu = jnp.clip((w * y + 0.5) / (w + 1.0), 1e-4, 1 - 1e-4) if binomial else jnp.maximum(y, 0.1) \
         if family.name == "poisson" else y
@@ -276,10 +276,13 @@ def glm_start(X, y, w, off, family: Family, n_iter: int = 50) -> tuple[jax.Array
     return beta, done & (jnp.max(jnp.abs(X @ beta), initial=0.0) < 15)
 
 
+glm_start = Program(_glm_start, "glm_start", static_argnames=("family", "n_iter"), compiler_options=ONCE)
+
+
 def start_values(gd: GlmmData) -> tuple[np.ndarray, bool]:
     """x₀ = (θ₀, β of the GLM[, log σ]) and whether that GLM fit converged (see `glm_start`)."""
     info = gd.design.info
-    beta, converged = glm_start(info.X, gd.y, gd.w, gd.offset, gd.family) if info.p else (np.zeros(0), True)
+    beta, converged = glm_start(info.X, gd.y, gd.w, gd.offset, family=gd.family) if info.p else (np.zeros(0), True)
     beta, converged = np.asarray(beta), bool(converged)
     x = [theta_layout(info.terms).start(), beta]
     if gd.family.has_dispersion:
@@ -294,39 +297,58 @@ def lower_bounds(gd: GlmmData) -> np.ndarray:
 
 
 def derivatives(x, problem: Problem, u0=None):
-    """(f, ∇f, ∇²f, modes) at x: forward-mode derivatives of the reverse-mode gradient (several times faster
-    than linearising the gradient through the implicitly differentiated mode), f and the modes from the
-    same pass; the inner iteration starts from u0."""
+    """(f, ∇f, ∇²f, (modes, H) or None) at x: forward-mode derivatives of the reverse-mode gradient (several
+    times faster than linearising the gradient through the implicitly differentiated mode), f, the modes and
+    the Laplace H from the same pass (`laplace_terms`); the inner iteration starts from u0."""
     def gradient(z):
-        (f, u), g = jax.value_and_grad(laplace_terms, has_aux=True)(z, problem, u0)
-        return g, (f, g, u)
+        (f, aux), g = jax.value_and_grad(laplace_terms, has_aux=True)(z, problem, u0)
+        return g, (f, g, aux)
 
-    H, (f, g, u) = jax.jacfwd(gradient, has_aux=True)(x)
-    return f, g, H, u
+    H, (f, g, aux) = jax.jacfwd(gradient, has_aux=True)(x)
+    return f, g, H, aux
 
 
-@partial(jax.jit, static_argnames=("max_iter",), compiler_options=SINGLE_FIT_OPTIONS)
-def fit_problem(problem: Problem, x0, lower, max_iter: int = 200):
+def _modes_of(aux):
+    """The conditional modes in `derivatives`' last output (where the next inner iteration starts), or None."""
+    return None if aux is None else aux[0]
+
+
+def _fit_problem(problem: Problem, x0, lower, max_iter: int = 200):
     """Minimise the Laplace deviance over x = (θ, β[, log φ]) by `optimize.newton_step` with exact
     derivatives; return the optimiser's state, the deviance's Hessian there (for vcov) and the conditional
-    modes (one compiled program). Each point's derivatives are taken once, after the step that reached it,
-    so the last Hessian is the one at x̂; the inner iteration at a point starts from the last point's modes."""
+    modes. The derivatives are taken at the top of each pass of the one loop, only where x moved, so the
+    program holds a single copy of them (their trace is most of its compile time) and the last are those at
+    x̂; the inner iteration at a point starts from the last point's modes."""
     x0 = jnp.maximum(x0, lower)
-    f, g, H, u = derivatives(x0, problem)
-    state = initial_state(lambda *_: f, x0, lower, ())   # f at x0 is known
+    state = initial_state(lambda *_: jnp.asarray(jnp.nan, x0.dtype), x0, lower, ())
+    aux = jax.tree_util.tree_map(lambda a: jnp.zeros(a.shape, a.dtype),   # placeholders (no derivatives traced)
+                                 jax.eval_shape(lambda x: laplace_terms(x, problem)[1], x0))
+    g, H = jnp.zeros_like(x0), jnp.zeros((x0.size, x0.size), x0.dtype)
 
-    def step(c):
-        s, g, H, u = c
-        new = newton_step(laplace_deviance, lambda *_: (s.f, g, H), s, lower, (problem, u), GTOL, MAX_STEP)
-        g, H, u = jax.lax.cond(jnp.any(new.x != s.x), lambda: derivatives(new.x, problem, u)[1:], lambda: (g, H, u))
-        return new, g, H, u
-
-    def going(c):
-        s = c[0]
+    def going(s):
         return (s.iterations < max_iter) & ~s.converged & ~s.stalled
 
-    state, _, H, u = jax.lax.while_loop(going, step, (state, g, H, u))
-    return state._replace(converged=verified(state)), H, modes_at(state.x, problem, u)
+    def step(c):
+        s, at, g, H, aux, _ = c
+        f, g, H, aux = jax.lax.cond(jnp.any(s.x != at), lambda: derivatives(s.x, problem, _modes_of(aux)),
+                                    lambda: (s.f, g, H, aux))
+        s = s._replace(f=jnp.where(s.iterations == 0, f, s.f))   # f at x0 comes with its derivatives
+        args = (problem, _modes_of(aux))
+        new = jax.lax.cond(going(s), lambda: newton_step(laplace_deviance, lambda *_: (s.f, g, H), s, lower, args,
+                                                         GTOL, MAX_STEP), lambda: s)
+        return new, s.x, g, H, aux, ~going(s)
+
+    start = (state, jnp.full_like(x0, jnp.nan), g, H, aux, jnp.zeros((), bool))
+    state, _, _, H, aux, _ = jax.lax.while_loop(lambda c: ~c[-1], step, start)
+    return state._replace(converged=verified(state)), H, modes_at(state.x, problem, aux)
+
+
+# A model's first fit waits for the compiler: XLA's quick options (compile_time.ONCE: cbpp 12 → 3 s, VerbAgg 20 →
+# 4 s), upgraded to the optimised program after compile_time.UPGRADE_CALLS fits of one shape in a process (ONCE's
+# code runs VerbAgg's fit in 1.1 s, the optimised one in 0.16 s); both kept on disk, so a fresh process with a
+# filled cache loads them instead of tracing, lowering and compiling.
+fit_problem = Program(_fit_problem, "glmer_fit", static_argnames=("max_iter",), compiler_options=SINGLE_FIT_OPTIONS,
+                      quick_options=ONCE)
 
 
 def held_deviance(x, problem: Problem, onehot, value) -> jax.Array:
@@ -348,9 +370,9 @@ class ModeInfo(NamedTuple):
     covs: tuple
 
 
-def modes_at(x, problem: Problem, u0=None) -> ModeInfo:
-    """Conditional modes b = Λû and their covariances ΛH⁻¹Λᵀ (the Laplace approximation's); the inner
-    iteration starts from u0."""
+def modes_at(x, problem: Problem, aux=None) -> ModeInfo:
+    """Conditional modes b = Λû and their covariances ΛH⁻¹Λᵀ (the Laplace approximation's), from the modes and
+    blocked H that `laplace_terms` gave at x (`aux`) or, without them, computed here."""
     theta, params = split_params(x, problem)
     lams = lambdas(theta, problem)
     if problem.rows is None:
@@ -360,8 +382,11 @@ def modes_at(x, problem: Problem, u0=None) -> ModeInfo:
             modes.append(u @ lams[0].T)
             covs.append(lams[0] @ jnp.linalg.inv(H) @ lams[0].T)
         return ModeInfo((jnp.concatenate(modes),), (jnp.concatenate(covs),))
-    _, (u1, u2), H = laplace.row_terms(GlmRowModel(problem.family), params, lams, problem.rows, problem.random, u0)
-    cov1, cov2 = laplace.conditional_covariances(H)
+    if aux is None:
+        _, u, H = laplace.row_terms(GlmRowModel(problem.family), params, lams, problem.rows, problem.random)
+    else:
+        u, H = aux
+    (u1, u2), (cov1, cov2) = u, laplace.conditional_covariances(H)
     modes, covs, start = [u1 @ lams[0].T], [lams[0] @ cov1 @ lams[0].T], 0
     for lam in lams[1:]:
         q = lam.shape[0]
@@ -378,6 +403,7 @@ def separation_check(X: np.ndarray, y: np.ndarray, w: np.ndarray, names, family:
     quasi-complete separation: the ML estimate is infinite); found by a linear program (Konis 2007)."""
     if family.name != "binomial" or X.shape[1] == 0:
         return
+    from scipy.optimize import linprog  # here, where separation is suspected: 0.16 s of every first glmer else
     k = y * w
     upper = k > 0      # rows with successes need x'd ≥ 0
     lower = k < w      # rows with failures need x'd ≤ 0

@@ -2,20 +2,20 @@
 from __future__ import annotations
 
 import html
+import math
 from functools import cached_property
+from statistics import NormalDist
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
-from scipy import stats as sps
 
 from .design import NotYetSupportedError, with_response
 from .fit import ModelFit
 from .glmm import (GlmmData, build_glmm, fit_held, fit_problem, lower_bounds, make_problem, separation_check,
                    start_values)
 from .inference.profile import end_point
-from .glmm_batch import bootstrap_glmm, fit_many_glmm, pb_test_glmm
 from .likelihood.lmm import Estimates
 from .messages import warn
 from .model.family import make_family
@@ -24,6 +24,13 @@ from .optimize import summarize
 from .precision import float64
 from .report import fixed_correlation, table_text as table, with_timing
 from .results import LmerModel
+
+def _batched():
+    """hlm_jax.glmm_batch, imported where a bootstrap, pb_test or fit_many asks for it: with it come
+    hlm_jax.batch and scipy.stats, 1.5-1.9 s of a fresh process's first glmer otherwise (python -X importtime)."""
+    from . import glmm_batch
+    return glmm_batch
+
 
 GLMM_METHOD = "projected Newton over (θ, β), exact gradient and Hessian through the Laplace mode"
 
@@ -200,7 +207,7 @@ class GlmerModel(LmerModel):
         se = self.std_errors
         z = (self.fixef / se).to_numpy()
         return pd.DataFrame({"term": self.fixef.index, "estimate": self.fixef.to_numpy(), "std_error": se.to_numpy(),
-                             "statistic": z, "p_value": 2.0 * sps.norm.sf(np.abs(z))})
+                             "statistic": z, "p_value": [math.erfc(abs(v) / math.sqrt(2.0)) for v in z]})
 
     def icc(self):
         raise NotYetSupportedError("icc() is for linear mixed models; a GLMM's needs a latent-scale variance")
@@ -220,7 +227,7 @@ class GlmerModel(LmerModel):
             return profile_glmm(self, level)
         if method != "wald":
             raise ValueError("GLMM intervals: method='wald' or 'profile' (use m.bootstrap() for bootstrap quantiles)")
-        z = sps.norm.ppf(0.5 + level / 2)
+        z = NormalDist().inv_cdf(0.5 + level / 2)
         se = self.std_errors
         return pd.DataFrame({"lower": self.fixef - z * se, "upper": self.fixef + z * se})
 
@@ -234,15 +241,15 @@ class GlmerModel(LmerModel):
         """Parametric bootstrap (lme4's bootMer): n refits to responses simulated from this fit, batched
         (max_iter, chunk, progress as hj.bootstrap). Batched refits use the Laplace approximation only
         (a model fitted with nAGQ > 1 is refused)."""
-        return bootstrap_glmm(self, n=n, seed=seed, **kw)
+        return _batched().bootstrap_glmm(self, n=n, seed=seed, **kw)
 
     def pb_test(self, big: "GlmerModel", n: int = 1000, seed: int = 0, max_iter: int = 100):
         """Parametric bootstrap likelihood-ratio test of this (smaller) model against `big`; see hj.pb_test."""
-        return pb_test_glmm(self, big, n=n, seed=seed, max_iter=max_iter)
+        return _batched().pb_test_glmm(self, big, n=n, seed=seed, max_iter=max_iter)
 
     def refit_many(self, responses, max_iter: int = 100) -> pd.DataFrame:
         """The model refitted to each column of `responses` (rows as the fit's), batched; see hj.fit_many."""
-        return fit_many_glmm(self, responses, max_iter=max_iter)
+        return _batched().fit_many_glmm(self, responses, max_iter=max_iter)
 
     def refit(self, y: np.ndarray) -> "GlmerModel":
         """The same model fitted to another response (proportions, in the fit's row order)."""
@@ -281,7 +288,7 @@ def profile_glmm(m: GlmerModel, level: float = 0.95) -> pd.DataFrame:
     if m.family.has_dispersion or any(f.q != 1 for f in m.info.factors):
         raise NotYetSupportedError("profile intervals of GLMMs cover random terms with one sd each ((1 | g)) and "
                                    "families without a dispersion; use method='wald' or m.bootstrap()")
-    target = sps.norm.ppf(0.5 + level / 2)
+    target = NormalDist().inv_cdf(0.5 + level / 2)
     n_theta = m.layout.size
     se = np.sqrt(np.maximum(2.0 * np.diag(np.linalg.pinv(m._hessian)), 0.0))
     rows, lowest = [], m.objective
