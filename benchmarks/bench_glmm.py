@@ -8,8 +8,8 @@ cbpp's profile-likelihood intervals.
 "warm" is the median of five calls after the first (for glmer after the first UPGRADE_CALLS: a first fit runs
 XLA's quickly compiled program, the optimised one from the UPGRADE_CALLS-th fit of that shape on, see
 hlm_jax.compile_time); "compile" is the first call minus warm (JAX's persistent compilation cache and hlm_jax's
-kept programs are off for this script). lme4's times are the median of five glmer calls after a warm-up, bootMer on a fraction of the replicates scaled up (the table says so), and one
-confint(method = "profile") after a warm-up.
+kept programs are off for this script). lme4's times are the median of five glmer calls after a warm-up, bootMer
+on a fraction of the replicates scaled up (the table says so), and one confint(method = "profile") after a warm-up.
 
 --first N: the first glmer (cbpp as hj.datasets.load gives it) in N fresh processes, timed inside the child
 (`compile_time.timed`: seconds and compile seconds), with an empty cache folder each (cold) and with one folder
@@ -101,7 +101,8 @@ def first_glmer(n: int) -> None:
         cold = [run_python(FIRST_GLMER, child_env(os.path.join(tmp, f"cold{i}")))[1] for i in range(n)]
         run_python(FIRST_GLMER, child_env(os.path.join(tmp, "warm")))   # fills the cache
         warm = [run_python(FIRST_GLMER, child_env(os.path.join(tmp, "warm")))[1] for _ in range(n)]
-    print(f"first glmer in a fresh process (cbpp), median of {n}; s\n{'':<24} {'glmer':>7} {'compile':>8} {'import':>7}")
+    print(f"first glmer in a fresh process (cbpp), median of {n}; s\n"
+          f"{'':<24} {'glmer':>7} {'compile':>8} {'import':>7}")
     for name, runs in (("hlm_jax, cold cache", cold), ("hlm_jax, warm cache", warm)):
         cells = [float(np.median([r[key] for r in runs])) for key in ("seconds", "compile_s", "import")]
         print(f"{name:<24} {cells[0]:7.2f} {cells[1]:8.2f} {cells[2]:7.2f}")

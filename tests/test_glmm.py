@@ -129,3 +129,30 @@ def test_glmer_reports_separation():
     with pytest.warns(SeparationWarning, match="x"):
         m = hj.glmer("y ~ x + (1 | g)", d)
     assert m.fixef["x"] > 5     # heading for +∞
+
+
+def test_fit_modes_equal_a_fresh_inner_iteration():
+    """The fit takes the modes and their covariances from its last derivatives' pass; the inner iteration run
+    afresh at x̂ (from u = 0) gives the same."""
+    import jax
+    from hlm_jax.glmm import make_problem, modes_at
+    m = cbpp_fit()
+    with jax.enable_x64(True):
+        fresh = modes_at(jax.numpy.asarray(m._x), make_problem(m.gd))
+    np.testing.assert_allclose(np.asarray(fresh.modes[0]), m._raw.modes[0], rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(np.asarray(fresh.covs[0]), m._raw.mode_covs[0], rtol=1e-8)
+
+
+def test_held_fit_programs_agree():
+    """A profile point's fit by the quickly compiled program (small data) equals the optimised program's."""
+    import jax
+    from hlm_jax.glmm import HELD_PROGRAMS, lower_bounds, make_problem
+    m = cbpp_fit()
+    onehot = np.arange(len(m._x)) == 0
+    args = (jax.numpy.asarray(np.where(onehot, 0.8 * m._x[0], m._x)), lower_bounds(m.gd), onehot, 0.8 * m._x[0])
+    with jax.enable_x64(True):
+        quick, optimised = (HELD_PROGRAMS[q](make_problem(m.gd), *args) for q in (True, False))
+    assert bool(quick.converged) and bool(optimised.converged)
+    assert float(quick.f) == pytest.approx(float(optimised.f), rel=1e-12)
+    assert float(quick.f) > m.objective + 1e-3   # held away from the optimum: a real, higher minimum
+    np.testing.assert_allclose(np.asarray(quick.x), np.asarray(optimised.x), rtol=1e-7, atol=1e-9)
