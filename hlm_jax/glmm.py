@@ -342,12 +342,25 @@ def _fit_problem(problem: Problem, x0, lower, max_iter: int = 200):
     return state._replace(converged=verified(state)), H, modes_at(state.x, problem, aux)
 
 
-# A model's first fit waits for the compiler: XLA's quick options (compile_time.ONCE: cbpp 12 → 3 s, VerbAgg 20 →
-# 4 s), upgraded to the optimised program after compile_time.UPGRADE_CALLS fits of one shape in a process (ONCE's
-# code runs VerbAgg's fit in 1.1 s, the optimised one in 0.16 s); both kept on disk, so a fresh process with a
-# filled cache loads them instead of tracing, lowering and compiling.
-fit_problem = Program(_fit_problem, "glmer_fit", static_argnames=("max_iter",), compiler_options=SINGLE_FIT_OPTIONS,
-                      quick_options=ONCE)
+# A model's first fit waits for the compiler, so it runs XLA's quick program (compile_time.ONCE: cbpp 4.0 → 1.7 s,
+# VerbAgg 10.9 → 3.3 s). Its code is slower (VerbAgg's fit 1.0 s instead of 0.45 s), so above QUICK_ROWS rows the
+# optimised program replaces it after compile_time.UPGRADE_CALLS fits of one shape in a process; on small data the
+# fit takes milliseconds either way and stays quick. Both kept on disk: a fresh process with a filled cache loads
+# them instead of tracing, lowering and compiling.
+QUICK_ROWS = 500
+FIT_PROGRAMS = {True: Program(_fit_problem, "glmer_fit_quick", static_argnames=("max_iter",), compiler_options=ONCE),
+                False: Program(_fit_problem, "glmer_fit", static_argnames=("max_iter",),
+                               compiler_options=SINGLE_FIT_OPTIONS, quick_options=ONCE)}
+
+
+def n_rows(problem: Problem) -> int:
+    """The rows of the data a problem holds (padding included), which sets what its compiled code costs."""
+    return len(problem.rows.y) if problem.rows is not None else sum(b.mask.size for b in problem.buckets)
+
+
+def fit_problem(problem: Problem, x0, lower, max_iter: int = 200):
+    """`_fit_problem` by the program that suits the data's size (see FIT_PROGRAMS)."""
+    return FIT_PROGRAMS[n_rows(problem) <= QUICK_ROWS](problem, x0, lower, max_iter=max_iter)
 
 
 def held_deviance(x, problem: Problem, onehot, value) -> jax.Array:
@@ -364,16 +377,14 @@ def _fit_held(problem: Problem, x0, lower, onehot, value, max_iter: int = 200):
 # A profile runs it a few hundred times, so the quick program (compile_time.ONCE) pays only on small data:
 # cbpp's first profile confint 6.9 → 4.3 s (56 rows, each fit a few ms either way), while on VerbAgg (7,584 rows)
 # ONCE compiles in 5.7 s instead of 11.1 but each fit takes 0.65 s instead of 0.22 s. Both kept on disk.
-QUICK_HELD_ROWS = 500
 HELD_PROGRAMS = {quick: Program(_fit_held, "glmer_fit_held" + ("_quick" if quick else ""),
                                 static_argnames=("max_iter",), compiler_options=ONCE if quick else SINGLE_FIT_OPTIONS)
                  for quick in (True, False)}
 
 
 def fit_held(problem: Problem, x0, lower, onehot, value, max_iter: int = 200):
-    """`_fit_held` by the program that suits the data's size (quickly compiled up to QUICK_HELD_ROWS rows)."""
-    rows = len(problem.rows.y) if problem.rows is not None else sum(b.mask.size for b in problem.buckets)
-    return HELD_PROGRAMS[rows <= QUICK_HELD_ROWS](problem, x0, lower, onehot, value, max_iter=max_iter)
+    """`_fit_held` by the program that suits the data's size (quickly compiled up to QUICK_ROWS rows)."""
+    return HELD_PROGRAMS[n_rows(problem) <= QUICK_ROWS](problem, x0, lower, onehot, value, max_iter=max_iter)
 
 
 class ModeInfo(NamedTuple):

@@ -156,3 +156,15 @@ def test_held_fit_programs_agree():
     assert float(quick.f) == pytest.approx(float(optimised.f), rel=1e-12)
     assert float(quick.f) > m.objective + 1e-3   # held away from the optimum: a real, higher minimum
     np.testing.assert_allclose(np.asarray(quick.x), np.asarray(optimised.x), rtol=1e-7, atol=1e-9)
+
+
+def test_small_glmer_stays_on_its_quick_program():
+    """On small data the quickly compiled fit is kept: repeated fits of one shape never compile again (no
+    upgrade after compile_time.UPGRADE_CALLS fits), with the same estimates."""
+    from hlm_jax.compile_time import UPGRADE_CALLS, timed
+    first = cbpp_fit()
+    for _ in range(UPGRADE_CALLS + 1):
+        with timed() as t:
+            m = hj.glmer(CBPP, cbpp(), family="binomial")
+        assert t["compile_s"] == 0.0
+    np.testing.assert_array_equal(m._x, first._x)
