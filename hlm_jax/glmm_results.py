@@ -25,6 +25,7 @@ from .precision import float64
 from .report import fixed_correlation, table_text as table, with_timing
 from .results import LmerModel
 
+
 def _batched():
     """hlm_jax.glmm_batch, imported where a bootstrap, pb_test or fit_many asks for it: with it come
     hlm_jax.batch and scipy.stats, 1.5-1.9 s of a fresh process's first glmer otherwise (python -X importtime)."""
