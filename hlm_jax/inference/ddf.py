@@ -39,7 +39,7 @@ import pandas as pd
 
 from ..compile_time import ONCE, Program
 from ..design import NotYetSupportedError, bucket_length
-from ..likelihood import linalg, sums
+from ..likelihood import sums
 from ..likelihood.lmm import Stats
 from ..messages import warn
 from ..precision import float64
@@ -104,14 +104,6 @@ def covariance_of_beta(varpar: jax.Array, stats, reml: jax.Array) -> jax.Array:
     return (sigma / est.sigma) ** 2 * est.vcov_beta
 
 
-def _upper_positions(p: int) -> np.ndarray:
-    """(p, p) positions in `sums.group_contributions`' rows of S's XX block (its upper triangle row by row,
-    after the log-determinant)."""
-    rows, cols = np.triu_indices(p + 1)
-    where = {(int(i), int(j)): k + 1 for k, (i, j) in enumerate(zip(rows, cols))}
-    return np.array([[where[min(i, j), max(i, j)] for j in range(p)] for i in range(p)])
-
-
 def _covariance_jacobian(varpar: jax.Array, stats, reml: jax.Array) -> jax.Array:
     """∂cov(β̂)/∂varpar (p × p × k) with cov(β̂) = σ²K, K = (R_X R_Xᵀ)⁻¹: where the per-group sums apply, K from
     them (elementwise over groups, cheap to differentiate) and σ²∂K/∂θ by forward mode, 2σK; else forward mode
@@ -121,10 +113,7 @@ def _covariance_jacobian(varpar: jax.Array, stats, reml: jax.Array) -> jax.Array
     theta, sigma = varpar[:-1], varpar[-1]
 
     def gram_inverse(t):
-        T = jnp.sum(sums.group_contributions(t, stats), axis=-1)
-        RX = linalg.cholesky(stats.XtX - T[_upper_positions(stats.p)])
-        RXinv = linalg.solve_lower(RX, jnp.eye(stats.p, dtype=t.dtype))
-        K = RXinv.T @ RXinv
+        K = sums.fixed_gram_inverse(t, stats)
         return K, K
 
     dK, K = jax.jacfwd(gram_inverse, has_aux=True)(theta)

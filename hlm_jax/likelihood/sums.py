@@ -154,9 +154,27 @@ def _fixed(T: jax.Array, stats: Stats):
     """C = [XᵀX Xᵀy; yᵀX yᵀy] − S, R_X (R_XR_Xᵀ = C_XX) and r² = C_yy − |R_X⁻¹C_Xy|²."""
     p = stats.p
     S = _symmetric(T, p)
-    RX = linalg.cholesky(stats.XtX - S[:p, :p])
+    RX = _factor_xx(S, stats)
     cb = linalg.solve_lower(RX, (stats.Xty - S[:p, p])[:, None])[:, 0]
     return S, RX, cb, stats.yty - S[p, p] - jnp.sum(cb * cb)
+
+
+def _factor_xx(S: jax.Array, stats: Stats) -> jax.Array:
+    """R_X, the lower Cholesky factor of C_XX = XᵀX − S_XX."""
+    return linalg.cholesky(stats.XtX - S[:stats.p, :stats.p])
+
+
+def _inverse_gram(RX: jax.Array) -> jax.Array:
+    """K = C_XX⁻¹ = R_X⁻ᵀR_X⁻¹ from R_X."""
+    RXinv = linalg.solve_lower(RX, jnp.eye(RX.shape[-1], dtype=RX.dtype))
+    return RXinv.T @ RXinv
+
+
+def fixed_gram_inverse(theta: jax.Array, stats: Stats) -> jax.Array:
+    """R_X⁻ᵀR_X⁻¹ (cov(β̂)/σ̂²) at θ from the summed contributions, and nothing else (what ∂cov(β̂)/∂θ
+    differentiates: its forward-mode pass traces only these operations)."""
+    T = jnp.sum(group_contributions(theta, stats), axis=-1)
+    return _inverse_gram(_factor_xx(_symmetric(T, stats.p), stats))
 
 
 def _criterion(T: jax.Array, RX: jax.Array, r2: jax.Array, dof: jax.Array, reml: jax.Array) -> jax.Array:
@@ -173,9 +191,8 @@ def criterion_from_sums(T: jax.Array, stats: Stats, reml: jax.Array) -> jax.Arra
 def _fixed_solution(T: jax.Array, stats: Stats, reml: jax.Array):
     """R_X, r², the residual degrees of freedom, K = C_XX⁻¹ = R_X⁻ᵀR_X⁻¹ and β = K C_Xy, from T."""
     _, RX, cb, r2 = _fixed(T, stats)
-    RXinv = linalg.solve_lower(RX, jnp.eye(stats.p, dtype=T.dtype))
     beta = linalg.solve_upper_t(RX, cb[:, None])[:, 0]
-    return RX, r2, stats.n - reml * stats.p, RXinv.T @ RXinv, beta
+    return RX, r2, stats.n - reml * stats.p, _inverse_gram(RX), beta
 
 
 def fixed_effects(theta: jax.Array, stats: Stats, reml: jax.Array):
